@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _use_default_permissions(path: Path) -> None:
+    """mkstemp creates files readable by the owner only; give the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target``.
@@ -27,6 +34,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    _use_default_permissions(tmp)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -1,0 +1,71 @@
+"""The evaluation set: who is evaluated, on what target basket, from what history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation moment per evaluated customer.
+
+    Attributes
+    ----------
+    users : (n_eval,) int array
+        Row indices (into ``history`` and into score matrices) of the evaluated customers.
+    targets : list of n_eval int arrays
+        The item IDs of each customer's target basket (unique, no padding). A target that is not in
+        the item index is stored as ``-1``: it stays in the denominator and can never be hit.
+    history : csr_matrix, shape (n_users, n_items + 1)
+        Purchase counts of each user strictly before their evaluation moment (rows of users that are
+        not evaluated may be empty). Column 0 (padding) is always empty.
+    sequences : list of n_eval int arrays
+        Each evaluated customer's item IDs before the evaluation moment, oldest first (one entry per
+        purchase line; items unknown to the index are dropped).
+    moments : (n_eval,) datetime64 array
+        The evaluation moment (the target basket's time) of each customer.
+    name : str
+        A label such as ``"validation"`` or ``"test"``.
+    """
+
+    users: np.ndarray
+    targets: list[np.ndarray]
+    history: sp.csr_matrix
+    sequences: list[np.ndarray]
+    moments: np.ndarray
+    name: str = "eval"
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        for attr in ("targets", "sequences", "moments"):
+            if len(getattr(self, attr)) != n:
+                raise ValueError(
+                    f"EvalSet {self.name!r}: {attr} has {len(getattr(self, attr))} entries but "
+                    f"there are {n} users; build it with one entry per evaluated user."
+                )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        """Number of real items (the padding column excluded)."""
+        return self.history.shape[1] - 1
+
+    def subset(self, mask: np.ndarray, name: str | None = None) -> "EvalSet":
+        """The evaluation set restricted to the customers where ``mask`` (n_eval,) is True."""
+        mask = np.asarray(mask, dtype=bool)
+        idx = np.flatnonzero(mask)
+        return EvalSet(
+            users=self.users[idx],
+            targets=[self.targets[i] for i in idx],
+            history=self.history,
+            sequences=[self.sequences[i] for i in idx],
+            moments=self.moments[idx],
+            name=name or self.name,
+            info=dict(self.info),
+        )
