@@ -8,6 +8,7 @@ from .indexing import PAD_ID, UNKNOWN_ID, ItemIndex, UserIndex
 from .retail import (
     NON_PRODUCT_CODES,
     RETAIL_FILE,
+    RETAIL_SHA256,
     CleaningReport,
     DataError,
     clean_transactions,
@@ -16,6 +17,7 @@ from .retail import (
     load_clean_lines,
     load_online_retail,
     validate_schema,
+    verify_bundled_file,
 )
 from .sequences import pad_left, training_windows
 from .splits import (
@@ -30,7 +32,7 @@ from .splits import (
 )
 
 __all__ = [
-    "EvalSet", "PAD_ID", "UNKNOWN_ID", "ItemIndex", "UserIndex", "NON_PRODUCT_CODES", "RETAIL_FILE",
+    "EvalSet", "PAD_ID", "UNKNOWN_ID", "ItemIndex", "UserIndex", "NON_PRODUCT_CODES", "RETAIL_FILE", "RETAIL_SHA256", "verify_bundled_file",
     "CleaningReport", "DataError", "clean_transactions", "is_non_product", "item_descriptions",
     "load_clean_lines", "load_online_retail", "validate_schema", "pad_left", "training_windows",
     "Split", "first_baskets", "future_leakage", "interaction_matrix", "invoice_sequence_split",

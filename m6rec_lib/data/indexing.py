@@ -43,7 +43,7 @@ class ItemIndex:
         self._id_of = pd.Series(np.arange(1, len(unique) + 1), index=pd.Index(self.codes[1:]))
         self.seed = seed
         desc = pd.Series(descriptions) if descriptions is not None else pd.Series(dtype=object)
-        texts = desc.reindex(self.codes[1:]).to_numpy(dtype=object)
+        texts = desc.reindex(self.codes[1:]).to_numpy(dtype=object, copy=True)
         missing = pd.isna(texts)
         texts[missing] = self.codes[1:][missing]  # fall back to the code itself
         self.texts: np.ndarray = np.concatenate([np.array([""], dtype=object), texts])

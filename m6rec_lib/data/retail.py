@@ -16,6 +16,8 @@ import pandas as pd
 from ..config import DATASETS_DIR
 
 RETAIL_FILE = DATASETS_DIR / "online_retail_ii.parquet"
+#: sha256 of the shipped file (also in datasets/README.md)
+RETAIL_SHA256 = "83c8a5d6df64ccfe82c94a4941dca89903659da54ddac77fe4cece61ed5c02ec"
 REBUILD_HINT = (
     "restore the shipped file with `git checkout -- datasets/online_retail_ii.parquet`, or rebuild "
     "it from the official UCI spreadsheet with "
@@ -95,6 +97,22 @@ def load_online_retail(path: str | Path | None = None) -> pd.DataFrame:
         ) from exc
     validate_schema(df, where=str(path.name))
     return df
+
+
+def verify_bundled_file(path: str | Path | None = None) -> str:
+    """Check the shipped file's sha256; return it, or raise DataError naming both digests."""
+    import hashlib
+
+    path = Path(path) if path is not None else RETAIL_FILE
+    if not path.exists():
+        raise DataError(f"{path} is missing. To fix: {REBUILD_HINT}.")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != RETAIL_SHA256:
+        raise DataError(
+            f"{path.name} has sha256 {digest}, but the course ships {RETAIL_SHA256}. The file was "
+            f"changed or rebuilt with other inputs. To fix: {REBUILD_HINT}."
+        )
+    return digest
 
 
 @dataclass(frozen=True)

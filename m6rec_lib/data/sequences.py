@@ -54,4 +54,6 @@ def training_windows(
     if not windows:
         raise ValueError(f"no sequence has at least {min_len} items")
     padded = pad_left(windows, max_len + 1)
-    return padded[:, :-1], padded[:, 1:]
+    inputs, targets = padded[:, :-1], padded[:, 1:].copy()
+    targets[inputs == PAD_ID] = PAD_ID  # no target where there is no input to predict from
+    return inputs, targets

@@ -1,0 +1,392 @@
+"""Build the course site (a Jupyter Book 1.x project) from executed notebooks.
+
+The book's sources live in ``book/`` (configuration, intro, course map, appendix pages). The
+lessons come from a *run*: the notebooks that the course runner executed with papermill into
+``runs/<mode>/notebooks/``. :func:`build_book` puts both into a fresh build tree, generates the
+table of contents from the notebooks that are actually there (a lesson that was not run is simply
+absent, never a broken link), renders the HTML **without executing anything**, and swaps the new
+site in place of the old one.
+
+Command line::
+
+    python -m m6rec_lib.book --notebooks runs/full/notebooks --out runs/full/site
+
+The site works offline: MathJax is served from the site itself (``book/_ext/offline_mathjax.py``),
+launch/repository buttons and widget JavaScript from CDNs are off, and the build fails when a page
+still references a script, style sheet, font or image on another host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from m6rec_lib.atomic import atomic_write_text
+from m6rec_lib.config import BOOK_DIR
+
+log = logging.getLogger(__name__)
+
+LESSON_RE = re.compile(r"^(?P<number>\d{2})_[\w\-]+\.ipynb$")
+"""A lesson notebook: ``NN_name.ipynb``."""
+
+SITE_MARKER = ".m6rec-site"
+"""File written into every built site; only a folder holding it is ever replaced."""
+
+LESSON_TABLE_MARKER = "<!-- m6rec:lesson-table -->"
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+BUILD_TIMEOUT_S = 3600
+
+# Files of book/ that are not part of a build tree.
+_SOURCE_IGNORE = shutil.ignore_patterns(
+    "_build", "_generated", "README.md", "_toc.yml", "__pycache__", ".ipynb_checkpoints", "*.pyc"
+)
+
+
+class BookBuildError(RuntimeError):
+    """The site could not be built; the message carries the warnings and the log's location."""
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """One lesson of the course map: planned (from ``book/lessons.yml``) and maybe present."""
+
+    number: str
+    title: str
+    summary: str
+    notebook: str | None = None  # file name in the build tree's notebooks/ folder, if present
+
+
+# --------------------------------------------------------------------------------------------
+# Build tree
+# --------------------------------------------------------------------------------------------
+
+
+def find_notebooks(notebooks_dir: Path) -> list[Path]:
+    """The lesson notebooks (``NN_name.ipynb``) in ``notebooks_dir``, in course order."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise FileNotFoundError(
+            f"{notebooks_dir} is not a folder of executed notebooks. Run the course first "
+            "(m6rec-course), or point --notebooks at a folder such as runs/smoke/notebooks."
+        )
+    found = [p for p in notebooks_dir.iterdir() if p.is_file() and LESSON_RE.match(p.name)]
+    return sorted(found, key=lambda p: (p.name[:2], p.name))
+
+
+def _notebook_title(nb) -> str | None:
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            if line.startswith("# "):
+                return line[2:].strip()
+    return None
+
+
+_MD_LINK_RE = re.compile(r"(?<!!)\[(?P<text>[^\]]+)\]\((?P<target>[^)\s]+\.ipynb)(?P<anchor>#[^)\s]*)?\)")
+
+
+def _unlink_absent(text: str, present: set[str]) -> str:
+    """Turn markdown links to lesson notebooks that are not in this build into plain text."""
+
+    def repl(m: re.Match) -> str:
+        target = m.group("target")
+        if "://" in target:
+            return m.group(0)
+        name = target.rsplit("/", 1)[-1]
+        if LESSON_RE.match(name) and name not in present:
+            return m.group("text")
+        return m.group(0)
+
+    return _MD_LINK_RE.sub(repl, text)
+
+
+def _prepare_notebook(src: Path, dst: Path, present: set[str]) -> str | None:
+    """Copy an executed notebook for a static site; return its title.
+
+    ipywidgets outputs (tqdm progress bars) would need widget JavaScript from a CDN: the widget view
+    is dropped and the text fallback kept. Links to lessons absent from this build become text.
+    """
+    import nbformat
+
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = _unlink_absent(cell.source, present)
+        elif cell.cell_type == "code":
+            outputs = []
+            for out in cell.get("outputs", []):
+                data = out.get("data")
+                if data is not None and WIDGET_VIEW_MIME in data:
+                    data.pop(WIDGET_VIEW_MIME)
+                    if not data:
+                        continue
+                outputs.append(out)
+            cell.outputs = outputs
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, dst)
+    return _notebook_title(nb)
+
+
+def _load_lessons(book_src: Path) -> list[Lesson]:
+    import yaml
+
+    path = book_src / "lessons.yml"
+    if not path.is_file():
+        return []
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return [Lesson(str(e["number"]).zfill(2), e["title"], " ".join(str(e["summary"]).split())) for e in entries]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def lesson_table(lessons: list[Lesson]) -> str:
+    """The markdown table of the course map: present lessons link, absent ones say so."""
+    rows = ["| # | Lesson | What it teaches |", "|---|---|---|"]
+    for lesson in lessons:
+        if lesson.notebook:
+            name = f"[{_cell(lesson.title)}](notebooks/{lesson.notebook})"
+        else:
+            name = f"{_cell(lesson.title)} *(not in this build)*"
+        rows.append(f"| {lesson.number} | {name} | {_cell(lesson.summary)} |")
+    return "\n".join(rows) + "\n"
+
+
+def _toc(notebooks: list[str]) -> dict:
+    course = [{"file": "course_map"}] + [{"file": f"notebooks/{Path(n).stem}"} for n in notebooks]
+    appendix = [
+        {"file": "appendix/bring_your_own_data"},
+        {"file": "appendix/glossary"},
+        {"file": "appendix/references"},
+        {"file": "appendix/how_to_cite"},
+    ]
+    return {
+        "format": "jb-book",
+        "root": "intro",
+        "parts": [
+            {"caption": "Lessons", "chapters": course},
+            {"caption": "Appendix", "chapters": appendix},
+        ],
+    }
+
+
+def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOOK_DIR) -> Path:
+    """Assemble a complete Jupyter Book source tree in ``dest`` (which must not exist).
+
+    ``book_dir`` sources are copied, the lesson notebooks of ``notebooks_dir`` go to
+    ``dest/notebooks/``, and ``_toc.yml`` plus the course map's lesson table are generated.
+    """
+    import yaml
+
+    from m6rec_lib import __version__
+
+    dest = Path(dest)
+    shutil.copytree(book_dir, dest, ignore=_SOURCE_IGNORE)
+    notebooks = find_notebooks(notebooks_dir)
+    present = {p.name for p in notebooks}
+    titles: dict[str, str | None] = {}
+    for nb_path in notebooks:
+        titles[nb_path.name] = _prepare_notebook(nb_path, dest / "notebooks" / nb_path.name, present)
+
+    # Course map: planned lessons, linked when present; lessons outside the plan are appended.
+    planned = _load_lessons(dest)
+    by_number = {p.name[:2]: p.name for p in reversed(notebooks)}  # first notebook of a number wins
+    lessons = [
+        Lesson(l.number, titles.get(by_number.get(l.number, ""), None) or l.title, l.summary, by_number.get(l.number))
+        for l in planned
+    ]
+    planned_numbers = {l.number for l in planned}
+    for name in present:
+        if name[:2] not in planned_numbers or by_number.get(name[:2]) != name:
+            lessons.append(Lesson(name[:2], titles[name] or Path(name).stem, "", name))
+    lessons.sort(key=lambda l: (l.number, l.notebook or ""))
+    course_map = dest / "course_map.md"
+    if course_map.is_file():
+        text = course_map.read_text(encoding="utf-8")
+        course_map.write_text(text.replace(LESSON_TABLE_MARKER, lesson_table(lessons)), encoding="utf-8")
+
+    # Values every page may use: {{ course_version }} and {{ copyright_year }}.
+    config = yaml.safe_load((dest / "_config.yml").read_text(encoding="utf-8"))
+    tokens = {"{{ course_version }}": __version__, "{{ copyright_year }}": str(config.get("copyright", ""))}
+    for md in dest.rglob("*.md"):
+        text = md.read_text(encoding="utf-8")
+        new = text
+        for key, value in tokens.items():
+            new = new.replace(key, value)
+        if new != text:
+            md.write_text(new, encoding="utf-8")
+
+    (dest / "_toc.yml").write_text(
+        yaml.safe_dump(_toc([p.name for p in notebooks]), sort_keys=False), encoding="utf-8"
+    )
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Offline check
+# --------------------------------------------------------------------------------------------
+
+_EXTERNAL_RES_RE = [
+    re.compile(r"<script\b[^>]*\bsrc=[\"'](?P<url>(?:https?:)?//[^\"']+)", re.I),
+    re.compile(r"<link\b[^>]*\bhref=[\"'](?P<url>(?:https?:)?//[^\"']+)[^>]*>", re.I),
+    re.compile(r"<(?:img|iframe|source|video|audio)\b[^>]*\bsrc=[\"'](?P<url>(?:https?:)?//[^\"']+)", re.I),
+    re.compile(r"@import\s+(?:url\()?[\"']?(?P<url>(?:https?:)?//[^\"')\s]+)", re.I),
+    re.compile(r"url\(\s*[\"']?(?P<url>(?:https?:)?//[^\"')\s]+)", re.I),
+]
+# <link> elements that do not load anything.
+_INERT_LINK_RE = re.compile(r"\brel=[\"'](?:canonical|alternate|author|license|help|search)[\"']", re.I)
+
+
+def find_external_resources(site_dir: Path) -> list[tuple[str, str]]:
+    """``(file, url)`` for every script, style sheet, font or image a page loads from another host.
+
+    Ordinary links (``<a href>``) to external pages are fine: they are not needed to show a page.
+    """
+    site_dir = Path(site_dir)
+    found: list[tuple[str, str]] = []
+    for path in sorted(site_dir.rglob("*")):
+        if path.suffix not in {".html", ".css"} or not path.is_file():
+            continue
+        if "_static/mathjax" in path.as_posix():
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for regex in _EXTERNAL_RES_RE:
+            for m in regex.finditer(text):
+                if m.group(0).lower().startswith("<link") and _INERT_LINK_RE.search(m.group(0)):
+                    continue
+                found.append((path.relative_to(site_dir).as_posix(), m.group("url")))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------------------------
+
+
+def _warning_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line]
+
+
+def _swap_in(new_site: Path, out_dir: Path, trash: Path) -> None:
+    """Replace ``out_dir`` by ``new_site`` with two renames (same file system)."""
+    if out_dir.exists():
+        if not (out_dir / SITE_MARKER).is_file() and any(out_dir.iterdir()):
+            raise BookBuildError(
+                f"{out_dir} exists, is not empty and is not a course site built before (no "
+                f"{SITE_MARKER} file in it); refusing to replace it. Choose another --out folder."
+            )
+        os.replace(out_dir, trash)
+    os.replace(new_site, out_dir)
+
+
+def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool = True) -> Path:
+    """Build the HTML course site from executed notebooks; return the path of its ``index.html``.
+
+    ``notebooks_dir`` holds executed lesson notebooks (``NN_name.ipynb``); the ones present are
+    the ones published, in order. ``out_dir`` defaults to ``site/`` next to ``notebooks_dir``
+    (``runs/full/notebooks`` -> ``runs/full/site``). The build starts from a fresh tree, never
+    executes a notebook, and with ``strict`` (the default) fails on any Sphinx warning
+    (``-W -n --keep-going``) and on any page that loads a resource from the network. The complete
+    build log is written next to the site (``<out_dir>-build.log``). The old site is replaced only
+    after the new one is complete.
+    """
+    notebooks_dir = Path(notebooks_dir).resolve()
+    out_dir = Path(out_dir).resolve() if out_dir is not None else notebooks_dir.parent / "site"
+    find_notebooks(notebooks_dir)  # fail early with a clear message
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    log_path = out_dir.with_name(out_dir.name + "-build.log")
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    try:
+        src = prepare_book_source(notebooks_dir, staging / "src")
+        cmd = [
+            sys.executable,
+            "-c",
+            "from jupyter_book.cli.main import main; main()",
+            "build",
+            str(src),
+            "--path-output",
+            str(staging / "out"),
+            "--builder",
+            "html",
+            "--all",
+            "-n",
+        ]
+        if strict:
+            cmd += ["-W", "--keep-going"]
+        env = dict(os.environ, MPLBACKEND="Agg", PYTHONIOENCODING="utf-8")
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd, cwd=staging, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BookBuildError(f"the book build took longer than {BUILD_TIMEOUT_S} s") from exc
+        elapsed = time.monotonic() - start
+        output = (proc.stdout or "") + (proc.stderr or "")
+        # Paths of the throw-away build tree say nothing to a reader of the log.
+        output = output.replace(str(src) + os.sep, "").replace(str(src), "<book>")
+        atomic_write_text(log_path, output)
+        warnings = _warning_lines(output)
+        html = staging / "out" / "_build" / "html"
+        if proc.returncode != 0 or not (html / "index.html").is_file():
+            shown = "\n".join(warnings[:50]) or "\n".join(output.splitlines()[-40:])
+            raise BookBuildError(
+                f"the book build failed (exit code {proc.returncode}); full log: {log_path}\n{shown}"
+            )
+        external = find_external_resources(html)
+        if external:
+            listed = "\n".join(f"  {page}: {url}" for page, url in external[:20])
+            message = f"pages load resources from the network, the site would not work offline:\n{listed}"
+            if strict:
+                raise BookBuildError(message)
+            log.warning(message)
+        if warnings:
+            log.warning("the book built with %d warning(s); see %s", len(warnings), log_path)
+        (html / SITE_MARKER).write_text(
+            "Built by m6rec_lib.book; this folder is replaced by the next build.\n", encoding="utf-8"
+        )
+        _swap_in(html, out_dir, staging / "previous-site")
+        log.info("built the course site in %.0f s: %s", elapsed, out_dir / "index.html")
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
+    return out_dir / "index.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m m6rec_lib.book",
+        description="Build the course site (HTML) from executed notebooks, without executing them.",
+    )
+    parser.add_argument("--notebooks", type=Path, required=True, help="folder of executed NN_name.ipynb notebooks")
+    parser.add_argument("--out", type=Path, default=None, help="site folder (default: site/ next to --notebooks)")
+    parser.add_argument(
+        "--no-strict", dest="strict", action="store_false", help="do not turn Sphinx warnings into errors"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        index = build_book(args.notebooks, args.out, strict=args.strict)
+    except (BookBuildError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
