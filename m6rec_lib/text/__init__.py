@@ -1,0 +1,1 @@
+"""Behaviour as language: serialising histories into text and tokenizing it."""
