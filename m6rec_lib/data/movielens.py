@@ -50,6 +50,7 @@ import pandas as pd
 
 from m6rec_lib import config
 from m6rec_lib.atomic import atomic_path
+from m6rec_lib.data.retail import DataError
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/"
 LICENCE_NOTE = (
@@ -63,23 +64,6 @@ ML100K_GENRES: tuple[str, ...] = (
     "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
 """The 19 genre flags of ``u.item``, in file order (as listed in ``u.genre``)."""
-
-
-class _FallbackDataError(ValueError):
-    """Used only while ``m6rec_lib.data.DataError`` does not exist."""
-
-
-def _data_error_class() -> type[Exception]:
-    """The course's ``m6rec_lib.data.DataError``, looked up when needed (no import cycle)."""
-    try:
-        from m6rec_lib.data import DataError  # type: ignore[attr-defined]
-    except ImportError:
-        return _FallbackDataError
-    return DataError
-
-
-def _data_error(message: str) -> Exception:
-    return _data_error_class()(message)
 
 
 @dataclass(frozen=True)
@@ -215,14 +199,14 @@ def verify_zip(
     rel = release(name)
     path = zip_path(name, root)
     if not path.is_file():
-        raise _data_error(_missing_message(rel, path))
+        raise DataError(_missing_message(rel, path))
     expected = {"sha256": sha256} if sha256 else rel.checksums
     problems = _mismatches(file_checksums(path, tuple(expected)), expected)
     if problems:
         fate = "It was deleted" if delete_bad else "It was left in place"
         if delete_bad:
             path.unlink(missing_ok=True)
-        raise _data_error(
+        raise DataError(
             f"{path} is not the published {rel.name}.zip: {'; '.join(problems)}. {fate}; the file "
             f"was damaged or incomplete. Download it again with load_movielens({rel.name!r}, "
             f"download=True), or by hand from {rel.url}."
@@ -280,7 +264,7 @@ def download_movielens(
 
     def network_error(exc: BaseException) -> Exception:
         reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
-        return _data_error(
+        return DataError(
             f"could not download {source}: {reason}. You are offline or the server is "
             f"unreachable; download the zip by hand from {rel.url} and put it at {target}."
         )
@@ -314,7 +298,7 @@ def download_movielens(
                 bar.update(len(chunk))
         problems = _mismatches({a: h.hexdigest() for a, h in hashes.items()}, expected)
         if problems:
-            raise _data_error(
+            raise DataError(
                 f"the file downloaded from {source} is not the published {rel.name}.zip: "
                 f"{'; '.join(problems)}. It was deleted. Try again later, or download it by hand "
                 f"from {rel.url} and put it at {target}."
@@ -334,7 +318,7 @@ def extract_movielens(name: str = "ml-100k", root: str | os.PathLike[str] | None
         return folder
     zpath = zip_path(name, root)
     if not zpath.is_file():
-        raise _data_error(_missing_message(rel, zpath))
+        raise DataError(_missing_message(rel, zpath))
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{rel.name}.", suffix=".tmp", dir=folder.parent))
     try:
         try:
@@ -342,15 +326,15 @@ def extract_movielens(name: str = "ml-100k", root: str | os.PathLike[str] | None
                 members = [m for m in zf.namelist() if PurePosixPath(m).parts[:1] == (rel.name,)]
                 unsafe = [m for m in members if m.startswith("/") or ".." in PurePosixPath(m).parts]
                 if unsafe:
-                    raise _data_error(f"{zpath} has unsafe member names {unsafe[:3]}; delete it.")
+                    raise DataError(f"{zpath} has unsafe member names {unsafe[:3]}; delete it.")
                 zf.extractall(tmpdir, members=members)
         except zipfile.BadZipFile as exc:
-            raise _data_error(
+            raise DataError(
                 f"{zpath} is not a valid zip ({exc}); delete it and download it again."
             ) from exc
         extracted = tmpdir / rel.name
         if not _is_complete(extracted, rel):
-            raise _data_error(
+            raise DataError(
                 f"{zpath} does not contain {[f'{rel.name}/{f}' for f in rel.files]}; it is not "
                 f"the {rel.name} zip. Delete it and download it again from {rel.url}."
             )
@@ -391,7 +375,7 @@ def ensure_movielens(
                 raise
     if not zpath.is_file():
         if not download:
-            raise _data_error(_missing_message(rel, zpath))
+            raise DataError(_missing_message(rel, zpath))
         download_movielens(name, root, **download_kwargs)
     return extract_movielens(name, root)
 
@@ -404,12 +388,12 @@ def _read_numeric_table(path, sep: str, columns: list[str]) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, sep=sep, header=None, dtype="int64", engine="c")
     except (ValueError, pd.errors.ParserError) as exc:
-        raise _data_error(
+        raise DataError(
             f"{path}: expected {len(columns)} integer columns separated by {sep!r} "
             f"({', '.join(columns)}): {exc}"
         ) from exc
     if df.shape[1] != len(columns):
-        raise _data_error(
+        raise DataError(
             f"{path}: expected {len(columns)} columns ({', '.join(columns)}), found {df.shape[1]}"
         )
     df.columns = columns
@@ -439,12 +423,12 @@ def read_ml100k_items(path: str | os.PathLike[str]) -> pd.DataFrame:
             path, sep="|", header=None, dtype=str, encoding="latin-1", keep_default_na=False
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        raise _data_error(f"{path}: not a u.item file ({exc})") from exc
+        raise DataError(f"{path}: not a u.item file ({exc})") from exc
     if raw.shape[1] != n_fields:
-        raise _data_error(f"{path}: expected {n_fields} '|'-separated fields, found {raw.shape[1]}")
+        raise DataError(f"{path}: expected {n_fields} '|'-separated fields, found {raw.shape[1]}")
     flags = raw.iloc[:, 5:]
     if not flags.isin(["0", "1"]).all().all():
-        raise _data_error(f"{path}: the 19 genre flags must be 0 or 1")
+        raise DataError(f"{path}: the 19 genre flags must be 0 or 1")
     genres = [
         "|".join(g for g, f in zip(ML100K_GENRES, row) if f == "1")
         for row in flags.itertuples(index=False)
@@ -452,7 +436,7 @@ def read_ml100k_items(path: str | os.PathLike[str]) -> pd.DataFrame:
     try:
         item_id = raw[0].astype("int64")
     except ValueError as exc:
-        raise _data_error(f"{path}: movie ids must be integers ({exc})") from exc
+        raise DataError(f"{path}: movie ids must be integers ({exc})") from exc
     return pd.DataFrame({"item_id": item_id, "title": raw[1].str.strip(), "genres": genres})
 
 
@@ -477,7 +461,7 @@ def read_ml1m_movies(path: str | os.PathLike[str]) -> pd.DataFrame:
             head, sep, rest = line.partition("::")
             title, sep2, genres = rest.rpartition("::")
             if not (sep and sep2 and head.strip().isdigit()):
-                raise _data_error(
+                raise DataError(
                     f"{path}, line {lineno}: expected 'MovieID::Title::Genres', got {line!r}"
                 )
             rows.append((int(head), title.strip(), genres.strip()))
@@ -491,7 +475,7 @@ def read_movielens_folder(folder: str | os.PathLike[str], name: str = "ml-100k")
     rel = release(name)
     folder = Path(folder)
     if not _is_complete(folder, rel):
-        raise _data_error(
+        raise DataError(
             f"{folder} is not an extracted {rel.name} folder: it needs {list(rel.files)}."
         )
     if name == "ml-100k":
@@ -502,7 +486,7 @@ def read_movielens_folder(folder: str | os.PathLike[str], name: str = "ml-100k")
         items = read_ml1m_movies(folder / "movies.dat")
     unknown = set(interactions["item_id"].unique()) - set(items["item_id"])
     if unknown:
-        raise _data_error(
+        raise DataError(
             f"{folder}: {len(unknown)} rated item ids are missing from the item file "
             f"(e.g. {sorted(unknown)[:5]}); the folder is damaged. Delete it and extract again."
         )

@@ -1,0 +1,48 @@
+"""Test-run set-up shared by the unit tests (``tests/``) and the notebooks run by nbval.
+
+It runs when pytest imports it, before any test and before any Jupyter kernel is started, and:
+
+- sets ``M6REC_NO_NETWORK=1`` and puts ``tests/netguard`` on ``PYTHONPATH``: every Python process
+  started from the tests (kernels included) loads ``tests/netguard/sitecustomize.py``, which refuses
+  any connection that is not loopback. The guard is installed in this pytest process too;
+- puts the repository root on ``PYTHONPATH`` so kernels import ``m6rec_lib`` even when it is not
+  installed;
+- switches smoke mode on (``M6REC_SMOKE=1``) unless the caller chose a mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+NETGUARD_DIR = ROOT / "tests" / "netguard"
+
+
+def _prepend_pythonpath(*folders: Path) -> None:
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    for folder in reversed(folders):
+        if str(folder) not in parts:
+            parts.insert(0, str(folder))
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+
+
+def _load_guard():
+    loaded = sys.modules.get("sitecustomize")
+    if loaded is not None and hasattr(loaded, "NetworkDisabledError"):
+        return loaded  # the interpreter already started with the guard on its path
+    guard_file = NETGUARD_DIR / "sitecustomize.py"
+    spec = importlib.util.spec_from_file_location("m6rec_netguard", guard_file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["m6rec_netguard"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+os.environ["M6REC_NO_NETWORK"] = "1"
+os.environ.setdefault("M6REC_SMOKE", "1")
+_prepend_pythonpath(NETGUARD_DIR, ROOT)
+netguard = _load_guard()
+netguard.install()
