@@ -276,18 +276,48 @@ def find_external_resources(site_dir: Path) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _warning_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if "WARNING" in line or "ERROR" in line]
 
 
-def _swap_in(new_site: Path, out_dir: Path, trash: Path) -> None:
-    """Replace ``out_dir`` by ``new_site`` with two renames (same file system)."""
+def _book_title(src: Path) -> str:
+    import yaml
+
+    config = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8")) or {}
+    return str(config.get("title", "Course"))
+
+
+def _write_landing_page(html_dir: Path, *, title: str, root: str = "intro.html") -> None:
+    """Replace Jupyter Book's bare redirect ``index.html`` by one with a title, an icon and a link."""
+    from html import escape
+
+    icon = '<link rel="icon" href="_static/favicon.svg">' if (html_dir / "_static" / "favicon.svg").is_file() else ""
+    (html_dir / "index.html").write_text(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{escape(title)}</title>\n{icon}\n"
+        f'<meta http-equiv="refresh" content="0; url={root}">\n</head>\n'
+        f'<body>\n<p><a href="{root}">{escape(title)}</a></p>\n</body>\n</html>\n',
+        encoding="utf-8",
+    )
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Only an empty folder or a site built before may be replaced (never, say, the repository)."""
     if out_dir.exists():
-        if not (out_dir / SITE_MARKER).is_file() and any(out_dir.iterdir()):
+        if not out_dir.is_dir() or (not (out_dir / SITE_MARKER).is_file() and any(out_dir.iterdir())):
             raise BookBuildError(
                 f"{out_dir} exists, is not empty and is not a course site built before (no "
                 f"{SITE_MARKER} file in it); refusing to replace it. Choose another --out folder."
             )
+
+
+def _swap_in(new_site: Path, out_dir: Path, trash: Path) -> None:
+    """Replace ``out_dir`` by ``new_site`` with two renames (same file system)."""
+    _check_replaceable(out_dir)
+    if out_dir.exists():
         os.replace(out_dir, trash)
     os.replace(new_site, out_dir)
 
@@ -306,6 +336,7 @@ def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool
     notebooks_dir = Path(notebooks_dir).resolve()
     out_dir = Path(out_dir).resolve() if out_dir is not None else notebooks_dir.parent / "site"
     find_notebooks(notebooks_dir)  # fail early with a clear message
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     log_path = out_dir.with_name(out_dir.name + "-build.log")
 
@@ -336,9 +367,9 @@ def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool
         except subprocess.TimeoutExpired as exc:
             raise BookBuildError(f"the book build took longer than {BUILD_TIMEOUT_S} s") from exc
         elapsed = time.monotonic() - start
-        output = (proc.stdout or "") + (proc.stderr or "")
+        output = _ANSI_RE.sub("", (proc.stdout or "") + (proc.stderr or ""))
         # Paths of the throw-away build tree say nothing to a reader of the log.
-        output = output.replace(str(src) + os.sep, "").replace(str(src), "<book>")
+        output = output.replace(str(src) + os.sep, "").replace(str(staging), "<build>")
         atomic_write_text(log_path, output)
         warnings = _warning_lines(output)
         html = staging / "out" / "_build" / "html"
@@ -356,6 +387,7 @@ def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool
             log.warning(message)
         if warnings:
             log.warning("the book built with %d warning(s); see %s", len(warnings), log_path)
+        _write_landing_page(html, title=_book_title(src))
         (html / SITE_MARKER).write_text(
             "Built by m6rec_lib.book; this folder is replaced by the next build.\n", encoding="utf-8"
         )

@@ -297,3 +297,17 @@ def test_training_windows_every_position_is_a_target():
     with pytest.raises(ValueError, match="no sequence"):
         training_windows([np.array([1])], max_len=3)
     assert re.search("min_len", str(pytest.raises(ValueError, training_windows, [], 3, 1).value))
+
+
+def test_subsample_lines(clean):
+    from m6rec_lib.data import subsample_lines
+
+    lines = clean[0]
+    sub = subsample_lines(lines, n_items=300, n_customers=1000, seed=0)
+    assert sub["stock_code"].nunique() <= 300 and sub["customer_id"].nunique() <= 1000
+    again = subsample_lines(lines, n_items=300, n_customers=1000, seed=0)
+    assert sub.equals(again)
+    with pytest.raises(ValueError, match="n_items"):
+        subsample_lines(lines, n_items=0)
+    split = next_basket_split(sub)
+    assert split.n_items <= 300

@@ -20,6 +20,7 @@ from .retail import (
     verify_bundled_file,
 )
 from .sequences import pad_left, training_windows
+from .subsample import subsample_lines
 from .splits import (
     Split,
     first_baskets,
@@ -34,7 +35,7 @@ from .splits import (
 __all__ = [
     "EvalSet", "PAD_ID", "UNKNOWN_ID", "ItemIndex", "UserIndex", "NON_PRODUCT_CODES", "RETAIL_FILE", "RETAIL_SHA256", "verify_bundled_file",
     "CleaningReport", "DataError", "clean_transactions", "is_non_product", "item_descriptions",
-    "load_clean_lines", "load_online_retail", "validate_schema", "pad_left", "training_windows",
+    "load_clean_lines", "load_online_retail", "validate_schema", "pad_left", "training_windows", "subsample_lines",
     "Split", "first_baskets", "future_leakage", "interaction_matrix", "invoice_sequence_split",
     "leave_last_basket_split", "next_basket_split", "year_cut_split",
 ]

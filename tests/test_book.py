@@ -1,0 +1,513 @@
+"""The course site: its build (``m6rec_lib.book``) and what a reader's browser shows.
+
+The build is tested on a few tiny notebooks made and executed here (an equation, a plot, a
+table, a progress-bar widget, links), not on the real course, so it takes seconds. When a smoke
+run of the course exists (``runs/smoke/notebooks``), the site is also built from it and browsed.
+
+The browser test opens every page in headless Chromium, served from 127.0.0.1 with every other
+host unresolvable, and checks that equations are rendered, images load, internal links resolve,
+search works, nothing is fetched from another host and the console shows no error. It needs
+Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without them it is
+skipped, except under CI (``CI=true``), where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+import pytest
+
+from m6rec_lib import book
+from m6rec_lib.config import REPO_ROOT
+
+SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1000",
+    # The site must work offline: make every host but this machine unreachable.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
+
+MATH_MARKDOWN = r"""# A tiny softmax lesson
+
+The score of item $i$ for customer $u$ is $q(i, u)$; the model turns scores into probabilities:
+
+$$
+P(i \mid u) = \frac{\exp q(i, u)}{\sum_{j} \exp q(j, u)}
+$$
+
+As in Jupyter, display maths may also sit in a sentence: $$\log \sum_j e^{s_j} \ge \max_j s_j$$.
+
+The next lessons: [the never-executed one](04_never_executed.ipynb) and
+[one that is not in this build](05_next_item_generation.ipynb); the [glossary](../appendix/glossary.md).
+"""
+
+PLOT_CODE = """\
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+%matplotlib inline
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.plot([0, 1, 2, 3], [0.1, 0.2, 0.3, 0.4], marker="o")
+ax.set_title("softmax probabilities")
+plt.show()"""
+
+TABLE_CODE = """\
+import pandas as pd
+pd.DataFrame({"item": ["REGENCY CAKESTAND 3 TIER", "PACK OF 12 PAPER NAPKINS"], "probability": [0.7, 0.3]})"""
+
+NOT_EXECUTED_MARKER = "THE-BOOK-BUILD-EXECUTED-THIS-CELL"
+
+
+def _new_notebook(cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = cells
+    return nb
+
+
+def _write_tiny_course(folder: Path) -> Path:
+    """Two lesson notebooks (one executed, one never executed) and a stray non-lesson file."""
+    from nbclient import NotebookClient
+
+    v4 = nbformat.v4
+    lesson = _new_notebook(
+        [
+            v4.new_markdown_cell(MATH_MARKDOWN),
+            v4.new_markdown_cell("## 1. A plot"),
+            v4.new_code_cell(PLOT_CODE),
+            v4.new_markdown_cell("## 2. A table"),
+            v4.new_code_cell(TABLE_CODE),
+        ]
+    )
+    NotebookClient(lesson, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    # What tqdm.auto leaves in an executed notebook: a widget view plus its text fallback.
+    progress = v4.new_code_cell("for _ in tqdm(range(3)): pass")
+    progress.outputs = [
+        v4.new_output(
+            "display_data",
+            data={
+                "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2, "version_minor": 0},
+                "text/plain": "100%|##########| 3/3 [00:00<00:00, 1234.5it/s]",
+            },
+        )
+    ]
+    lesson.cells.append(v4.new_markdown_cell("## 3. Progress"))
+    lesson.cells.append(progress)
+    lesson.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}}
+    nbformat.write(lesson, folder / "02_tiny_softmax.ipynb")
+
+    never = _new_notebook(
+        [
+            v4.new_markdown_cell("# Never executed\n\nThis lesson was not run; the build must not run it either."),
+            v4.new_code_cell(f"print('{NOT_EXECUTED_MARKER}')\nraise RuntimeError('executed at build time')"),
+        ]
+    )
+    nbformat.write(never, folder / "04_never_executed.ipynb")
+    nbformat.write(_new_notebook([v4.new_markdown_cell("# Scratch")]), folder / "scratch.ipynb")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_notebooks(tmp_path_factory) -> Path:
+    return _write_tiny_course(tmp_path_factory.mktemp("executed"))
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tiny_notebooks, tmp_path_factory) -> Path:
+    """The site built from the tiny notebooks; returns the site folder."""
+    out = tmp_path_factory.mktemp("tiny") / "site"
+    index = book.build_book(tiny_notebooks, out)
+    assert index == out / "index.html"
+    return out
+
+
+def _smoke_notebooks() -> Path:
+    runs = Path(os.environ.get("M6REC_RUNS", "") or REPO_ROOT / "runs")
+    return runs / "smoke" / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def smoke_site(tmp_path_factory) -> Path:
+    folder = _smoke_notebooks()
+    if not folder.is_dir() or not book.find_notebooks(folder):
+        pytest.skip(f"no smoke run to build from ({folder} has no NN_name.ipynb); run the course in smoke mode first")
+    out = tmp_path_factory.mktemp("smoke") / "site"
+    book.build_book(folder, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The build
+# --------------------------------------------------------------------------------------------
+
+
+def test_site_has_the_notebooks_present_and_only_those(tiny_site: Path):
+    pages = sorted(p.name for p in (tiny_site / "notebooks").glob("*.html"))
+    assert pages == ["02_tiny_softmax.html", "04_never_executed.html"]
+    for page in ["intro.html", "course_map.html", "search.html"] + [
+        f"appendix/{n}.html" for n in ("bring_your_own_data", "glossary", "references", "how_to_cite")
+    ]:
+        assert (tiny_site / page).is_file(), page
+    assert (tiny_site / book.SITE_MARKER).is_file()
+    assert not list(tiny_site.rglob("scratch*"))
+
+
+def test_course_map_links_present_lessons_and_lists_absent_ones(tiny_site: Path):
+    html = (tiny_site / "course_map.html").read_text(encoding="utf-8")
+    assert 'href="notebooks/02_tiny_softmax.html"' in html
+    assert "A tiny softmax lesson" in html  # the notebook's own title
+    assert "Contrastive learning *(not in this build)*" not in html  # markdown was rendered
+    assert "Contrastive learning <em>(not in this build)</em>" in html
+    assert "05_" not in html
+
+
+def test_links_to_absent_lessons_become_text(tiny_site: Path):
+    html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
+    assert "one that is not in this build" in html
+    assert "05_next_item_generation" not in html
+    assert 'href="04_never_executed.html"' in html
+
+
+def test_notebooks_are_not_executed_by_the_build(tiny_site: Path):
+    html = (tiny_site / "notebooks" / "04_never_executed.html").read_text(encoding="utf-8")
+    assert NOT_EXECUTED_MARKER in html  # the source is shown ...
+    assert "executed at build time</span>" not in html and "Traceback" not in html  # ... never run
+    assert f"{NOT_EXECUTED_MARKER}\n</pre>" not in html
+
+
+def test_widget_outputs_are_shown_as_text_without_widget_javascript(tiny_site: Path):
+    html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
+    assert "3/3 [00:00&lt;00:00" in html
+    assert "widget-view" not in html and "embed-amd" not in html and "require.min.js" not in html
+
+
+def test_site_loads_nothing_from_the_network(tiny_site: Path):
+    assert book.find_external_resources(tiny_site) == []
+    assert (tiny_site / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    assert list((tiny_site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    page = (tiny_site / "intro.html").read_text(encoding="utf-8")
+    assert 'src="_static/mathjax/tex-chtml.js"' in page
+    for word in ("thebe", "unpkg", "jsdelivr", "cdnjs", "googleapis", "binder"):
+        assert word not in page.lower(), word
+
+
+def test_find_external_resources_spots_cdn_scripts_styles_and_fonts(tmp_path: Path):
+    (tmp_path / "a.html").write_text(
+        '<script src="https://cdn.example.org/x.js"></script><link rel="stylesheet" href="//fonts.example.org/f.css">'
+        '<link rel="canonical" href="https://example.org/a.html"><a href="https://example.org">fine</a>'
+        '<script src="_static/local.js"></script>',
+        encoding="utf-8",
+    )
+    (tmp_path / "b.css").write_text("@font-face { src: url(https://fonts.example.org/f.woff2); }", encoding="utf-8")
+    found = sorted(url for _, url in book.find_external_resources(tmp_path))
+    assert found == ["//fonts.example.org/f.css", "https://cdn.example.org/x.js", "https://fonts.example.org/f.woff2"]
+
+
+def test_unlink_absent_keeps_present_and_external_links():
+    text = "[a](05_x.ipynb) [b](02_y.ipynb#sec) [c](https://h.org/05_x.ipynb) [d](../notebooks/06_z.ipynb) ![img](07_w.ipynb)"
+    assert book._unlink_absent(text, {"02_y.ipynb"}) == (
+        "a [b](02_y.ipynb#sec) [c](https://h.org/05_x.ipynb) d ![img](07_w.ipynb)"
+    )
+
+
+def test_strict_build_fails_on_a_warning_and_keeps_the_previous_site(tiny_notebooks: Path, tmp_path: Path):
+    out = tmp_path / "site"
+    book.build_book(tiny_notebooks, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_notebooks, broken)
+    nb = _new_notebook([nbformat.v4.new_markdown_cell("# Broken\n\nSee [this page](no_such_page.md).")])
+    nbformat.write(nb, broken / "03_broken_link.ipynb")
+    with pytest.raises(book.BookBuildError, match="no_such_page"):
+        book.build_book(broken, out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the old site is untouched
+    assert "no_such_page" in (tmp_path / "site-build.log").read_text(encoding="utf-8")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".site.build-")]  # no leftovers
+
+    # Not strict (the command line's --no-strict): the warning is reported, the site is built.
+    assert book.main(["--notebooks", str(broken), "--out", str(out), "--no-strict"]) == 0
+    assert (out / "notebooks" / "03_broken_link.html").is_file()
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_site(tiny_notebooks: Path, tmp_path: Path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete", encoding="utf-8")
+    with pytest.raises(book.BookBuildError, match="refusing to replace"):
+        book.build_book(tiny_notebooks, precious)
+    assert (precious / "thesis.tex").read_text(encoding="utf-8") == "do not delete"
+
+
+def test_missing_notebook_folder_says_what_to_do(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="Run the course first"):
+        book.build_book(tmp_path / "nope", tmp_path / "site")
+
+
+def test_site_builds_from_the_smoke_run(smoke_site: Path):
+    expected = {p.stem for p in book.find_notebooks(_smoke_notebooks())}
+    assert {p.stem for p in (smoke_site / "notebooks").glob("*.html")} == expected
+    assert book.find_external_resources(smoke_site) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The browser
+# --------------------------------------------------------------------------------------------
+
+
+def _browser_or_skip():
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    driver = shutil.which("chromedriver")
+    missing = []
+    if chromium is None:
+        missing.append("chromium (apt-get install chromium)")
+    if driver is None:
+        missing.append("chromedriver (apt-get install chromium-driver)")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip install -r requirements.txt)")
+    if missing:
+        reason = "the browser test needs " + ", ".join(missing)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason + "; CI must install them")
+        pytest.skip(reason)
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    chromium, driver_path = _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a browser that drops a connection early is not a test failure
+
+
+@contextlib.contextmanager
+def _serve(folder: Path):
+    server = _QuietServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+# Waits for MathJax to finish typesetting and for every image to load, then reports the page.
+_INSPECT_JS = r"""
+const done = arguments[arguments.length - 1];
+const start = Date.now();
+const timeout = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+async function mathjaxReady() {
+  if (!document.querySelector('span.math, div.math')) return 'no math';
+  while (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) {
+    if (Date.now() - start > 30000) return 'MathJax did not start';
+    await timeout(100);
+  }
+  await MathJax.startup.promise;
+  return 'typeset';
+}
+async function imagesReady() {
+  const images = [...document.images];
+  images.forEach((img) => { img.loading = 'eager'; });
+  await Promise.race([
+    Promise.all(images.map((img) => img.decode().catch(() => null))),
+    timeout(15000),
+  ]);
+}
+function visibleProseText() {
+  const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const parts = [];
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;
+    if (!el || el.closest(skip)) continue;
+    if (el.checkVisibility && !el.checkVisibility()) continue;
+    parts.push(walker.currentNode.nodeValue);
+  }
+  return parts.join(' ');
+}
+(async () => {
+  const mathjax = await mathjaxReady();
+  await imagesReady();
+  const maths = [...document.querySelectorAll('span.math, div.math')];
+  done({
+    url: location.href,
+    mathjax: mathjax,
+    mathElements: maths.length,
+    unrendered: maths.filter((m) => !m.querySelector('mjx-container')).map((m) => m.textContent.slice(0, 80)),
+    mjxErrors: document.querySelectorAll('mjx-merror').length,
+    prose: visibleProseText(),
+    images: [...document.images].map((i) => ({src: i.currentSrc || i.src, complete: i.complete, width: i.naturalWidth})),
+    links: [...document.querySelectorAll('a[href]')].map((a) => a.href),
+    resources: performance.getEntriesByType('resource').map((r) => r.name),
+  });
+})().catch((e) => done({error: String(e)}));
+"""
+
+
+def _site_pages(site: Path) -> list[str]:
+    return sorted(
+        p.relative_to(site).as_posix()
+        for p in site.rglob("*.html")
+        if not p.relative_to(site).as_posix().startswith(("_static/", "_sources/"))
+    )
+
+
+def _open(driver, url: str) -> None:
+    """Load a page; ``index.html`` is Jupyter Book's redirect to the intro page, so follow it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    if url.endswith("/index.html"):
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/intro.html"))
+
+
+def _console_errors(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def _check_link(site: Path, base: str, href: str, problems: list[str], page: str) -> None:
+    if not href.startswith(base):
+        assert not href.startswith(("http://127.0.0.1", "http://localhost")), href
+        return
+    parts = urlsplit(href)
+    rel = unquote(parts.path)[len(urlsplit(base).path):]
+    target = site / rel
+    if rel == "" or rel.endswith("/"):
+        target = target / "index.html"
+    if not target.is_file():
+        problems.append(f"{page}: link to a missing page {href}")
+        return
+    fragment = unquote(parts.fragment)
+    if fragment and target.suffix == ".html":
+        html = target.read_text(encoding="utf-8", errors="replace")
+        if not re.search(r"""\b(?:id|name)=["']%s["']""" % re.escape(fragment), html):
+            problems.append(f"{page}: link to a missing anchor {href}")
+
+
+def _browse_site(driver, site: Path, label: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pages = _site_pages(site)
+    assert "intro.html" in pages and "search.html" in pages
+    notebook_pages = [p for p in pages if p.startswith("notebooks/")]
+    shots = {"intro.html", "course_map.html", "appendix/glossary.html"} | set(notebook_pages[:2])
+    problems: list[str] = []
+    math_pages = 0
+    with _serve(site) as base:
+        for page in pages:
+            _open(driver, base + page)
+            report = driver.execute_async_script(_INSPECT_JS)
+            assert "error" not in report, (page, report)
+            if report["mathElements"]:
+                math_pages += 1
+                if report["mathjax"] != "typeset" or report["unrendered"] or report["mjxErrors"]:
+                    problems.append(f"{page}: equations not rendered: {report['mathjax']} {report['unrendered'][:3]}")
+            for raw in ("$$", "\\(", "\\[", "\\begin{"):
+                if raw in report["prose"]:
+                    problems.append(f"{page}: raw maths {raw!r} in the visible text")
+            for image in report["images"]:
+                if not image["complete"] or image["width"] == 0:
+                    problems.append(f"{page}: image not loaded: {image['src']}")
+            for href in set(report["links"]):
+                _check_link(site, base, href, problems, page)
+            for url in report["resources"]:
+                if not url.startswith((base, "data:", "blob:")):
+                    problems.append(f"{page}: loads {url} from another host")
+            problems += [f"{page}: console error: {m}" for m in _console_errors(driver)]
+            if page in shots:
+                driver.save_screenshot(str(SCREENSHOTS / f"{label}-{page.replace('/', '-')[:-5]}.png"))
+
+        # Search works offline: a word from a lesson, a word from the appendix.
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        for word, expected_page in [("softmax", None), ("MovieLens", "appendix/bring_your_own_data.html")]:
+            driver.get(f"{base}search.html?q={word}")
+            WebDriverWait(driver, 30).until(
+                lambda d: d.execute_script("return document.querySelectorAll('#search-results ul.search li').length") > 0
+            )
+            hits = driver.execute_script(
+                "return [...document.querySelectorAll('#search-results ul.search li a')].map(a => a.href)"
+            )
+            assert hits, f"searching {word!r} found nothing"
+            if expected_page:
+                assert any(h.split("?")[0].split("#")[0] == base + expected_page for h in hits), (word, hits)
+            problems += [f"search {word}: console error: {m}" for m in _console_errors(driver)]
+            if word == "softmax":
+                driver.save_screenshot(str(SCREENSHOTS / f"{label}-search.png"))
+    assert math_pages >= 1, "no page with equations was found"
+    assert not problems, "\n".join(problems)
+
+
+def test_browser_every_page_of_the_tiny_site(browser, tiny_site: Path):
+    _browse_site(browser, tiny_site, "tiny")
+    # The lesson really shows its equations, plot and table.
+    with _serve(tiny_site) as base:
+        browser.get(base + "notebooks/02_tiny_softmax.html")
+        report = browser.execute_async_script(_INSPECT_JS)
+    assert report["mathElements"] >= 4 and not report["unrendered"]
+    assert any(i["width"] > 100 for i in report["images"]), report["images"]
+    assert "REGENCY CAKESTAND 3 TIER" in browser.find_element("css selector", "table").text
+
+
+def test_browser_opens_the_site_from_a_file(browser, tiny_site: Path):
+    """A learner may double-click index.html: pages and equations work without a server too."""
+    _open(browser, (tiny_site / "index.html").as_uri())
+    report = browser.execute_async_script(_INSPECT_JS)
+    assert report["url"].endswith("/intro.html")
+    browser.get((tiny_site / "notebooks" / "02_tiny_softmax.html").as_uri())
+    report = browser.execute_async_script(_INSPECT_JS)
+    assert report["mathjax"] == "typeset" and not report["unrendered"]
+    assert all(i["complete"] and i["width"] > 0 for i in report["images"])
+    assert _console_errors(browser) == []
+
+
+def test_browser_every_page_of_the_smoke_site(browser, smoke_site: Path):
+    _browse_site(browser, smoke_site, "smoke")
