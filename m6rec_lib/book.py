@@ -111,11 +111,35 @@ def _unlink_absent(text: str, present: set[str]) -> str:
     return _MD_LINK_RE.sub(repl, text)
 
 
+# Output types the HTML site shows. Others (the course's metrics record, ipywidgets views, which
+# would need widget JavaScript from a CDN) are dropped when one of these is there as a fallback.
+RENDERABLE_MIME = frozenset(
+    {
+        "text/plain", "text/html", "text/markdown", "text/latex", "application/javascript",
+        "image/png", "image/jpeg", "image/gif", "image/svg+xml",
+    }
+)  # fmt: skip
+
+
+def _static_outputs(outputs: list) -> list:
+    kept = []
+    for out in outputs:
+        data = out.get("data")
+        if data is not None:
+            if any(m in RENDERABLE_MIME for m in data):
+                for mime in [m for m in data if m not in RENDERABLE_MIME]:
+                    data.pop(mime)
+            elif WIDGET_VIEW_MIME in data:
+                continue  # a widget with no fallback shows nothing without JavaScript
+        kept.append(out)
+    return kept
+
+
 def _prepare_notebook(src: Path, dst: Path, present: set[str]) -> str | None:
     """Copy an executed notebook for a static site; return its title.
 
-    ipywidgets outputs (tqdm progress bars) would need widget JavaScript from a CDN: the widget view
-    is dropped and the text fallback kept. Links to lessons absent from this build become text.
+    Outputs keep only what a static page can show (a tqdm progress bar keeps its text, the
+    metrics record its one-line summary), and links to lessons absent from this build become text.
     """
     import nbformat
 
@@ -125,15 +149,7 @@ def _prepare_notebook(src: Path, dst: Path, present: set[str]) -> str | None:
         if cell.cell_type == "markdown":
             cell.source = _unlink_absent(cell.source, present)
         elif cell.cell_type == "code":
-            outputs = []
-            for out in cell.get("outputs", []):
-                data = out.get("data")
-                if data is not None and WIDGET_VIEW_MIME in data:
-                    data.pop(WIDGET_VIEW_MIME)
-                    if not data:
-                        continue
-                outputs.append(out)
-            cell.outputs = outputs
+            cell.outputs = _static_outputs(cell.get("outputs", []))
     dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dst)
     return _notebook_title(nb)

@@ -108,7 +108,13 @@ def _write_tiny_course(folder: Path) -> Path:
                 "application/vnd.jupyter.widget-view+json": {"model_id": "abc123", "version_major": 2, "version_minor": 0},
                 "text/plain": "100%|##########| 3/3 [00:00<00:00, 1234.5it/s]",
             },
-        )
+        ),
+        # A widget with no text fallback, and the course's metrics record (m6rec_lib.recording).
+        v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "def456"}}),
+        v4.new_output(
+            "display_data",
+            data={"application/vnd.m6rec.metrics+json": {"metrics": {"x": 1}}, "text/plain": "[recorded 1 metric, smoke run]"},
+        ),
     ]
     lesson.cells.append(v4.new_markdown_cell("## 3. Progress"))
     lesson.cells.append(progress)
@@ -194,9 +200,10 @@ def test_notebooks_are_not_executed_by_the_build(tiny_site: Path):
     assert f"{NOT_EXECUTED_MARKER}\n</pre>" not in html
 
 
-def test_widget_outputs_are_shown_as_text_without_widget_javascript(tiny_site: Path):
+def test_outputs_a_static_page_cannot_show_fall_back_to_text(tiny_site: Path):
     html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
     assert "3/3 [00:00&lt;00:00" in html
+    assert "[recorded 1 metric, smoke run]" in html and "m6rec.metrics" not in html
     assert "widget-view" not in html and "embed-amd" not in html and "require.min.js" not in html
 
 
