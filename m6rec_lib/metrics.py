@@ -23,16 +23,14 @@ Conventions (see CONTRIBUTING.md)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence, Union
+import contextlib
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .data import DataError
-
-if TYPE_CHECKING:  # only for type hints: the evaluator needs nothing but the EvalSet attributes
-    from .data.evalset import EvalSet
+from .data import DataError, EvalSet
 
 ScoreFn = Callable[[np.ndarray], Union[np.ndarray, torch.Tensor]]
 ScoresOrFn = Union[np.ndarray, torch.Tensor, ScoreFn]
@@ -206,7 +204,7 @@ def _check_ks(ks: Sequence[int] | int) -> tuple[int, ...]:
     return tuple(sorted(set(ks)))
 
 
-def _view_targets(eval_set: "EvalSet", exclude_seen: bool) -> list[np.ndarray]:
+def _view_targets(eval_set: EvalSet, exclude_seen: bool) -> list[np.ndarray]:
     """Per evaluated user, the target item IDs of one view, validated.
 
     ``exclude_seen=False``: the whole basket. ``True``: the basket's items with no purchase in the
@@ -224,18 +222,19 @@ def _view_targets(eval_set: "EvalSet", exclude_seen: bool) -> list[np.ndarray]:
             )
     if not exclude_seen or not targets:
         return targets
-    # One vectorised membership test for every (position, item) pair, encoded as one integer.
-    width = n_items + 1
-    history = eval_set.history[np.asarray(eval_set.users)].tocoo()       # (n_eval, n_items + 1)
-    seen_keys = history.row.astype(np.int64)[history.data > 0] * width + history.col[history.data > 0]
+    # One vectorised look-up of every (user, known target) pair in the history matrix.
+    history = eval_set.history[np.asarray(eval_set.users)]               # (n_eval, n_items + 1)
     lengths = [len(t) for t in targets]
+    rows = np.repeat(np.arange(len(targets)), lengths)
     flat = np.concatenate(targets)
-    keys = np.repeat(np.arange(len(targets), dtype=np.int64), lengths) * width + flat
-    is_new = (flat == -1) | ~np.isin(keys, seen_keys)
+    is_new = np.ones(len(flat), dtype=bool)                               # -1 targets stay
+    known = flat > 0
+    if known.any():
+        is_new[known] = np.asarray(history[rows[known], flat[known]]).ravel() <= 0
     return [t[new] for t, new in zip(targets, np.split(is_new, np.cumsum(lengths)[:-1]))]
 
 
-def _check_eval_set(eval_set: "EvalSet") -> None:
+def _check_eval_set(eval_set: EvalSet) -> None:
     for attr in ("users", "targets", "history", "n_items"):
         if not hasattr(eval_set, attr):
             raise TypeError(f"expected an EvalSet (m6rec_lib.data.EvalSet), got {type(eval_set).__name__}")
@@ -247,7 +246,7 @@ def _check_eval_set(eval_set: "EvalSet") -> None:
         )
 
 
-def _score_batches(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", positions: np.ndarray,
+def _score_batches(scores_or_fn: ScoresOrFn, eval_set: EvalSet, positions: np.ndarray,
                    batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """Yield ``(batch_positions (b,), item_scores (b, n_items))``: scores with column 0 dropped.
 
@@ -274,6 +273,8 @@ def _score_batches(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", positions: np.
         batch = positions[start:start + batch_size]
         if is_fn:
             block = scores_or_fn(batch)
+            if not isinstance(block, torch.Tensor):
+                block = np.asarray(block)
             if tuple(block.shape) != (len(batch), width):
                 raise ValueError(
                     f"the score function returned shape {tuple(block.shape)} for {len(batch)} positions; "
@@ -289,6 +290,22 @@ def _score_batches(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", positions: np.
         if torch.isnan(item_scores).any():
             raise ValueError("scores contain NaN; a model produced invalid numbers (check its training)")
         yield batch, item_scores
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Run the metric passes on one thread, then restore the previous setting.
+
+    They are memory-bound passes over (batch, n_items) arrays: a second thread gains little, and on
+    a busy machine the thread hand-offs make them several times slower. Only the metric code runs
+    inside; a scoring callable keeps every thread.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -368,7 +385,7 @@ class _ViewAccumulator:
             idcg = self.ideal_dcg[torch.clamp(n_targets, max=k) - 1]
             self.sums[f"NDCG@{k}"] += float((dcg / idcg).sum())
             self.covered[k][top[:, :k][top_is_real[:, :k]]] = True
-        rank = _first_hit_rank(scores, is_target)
+        rank = _first_hit_rank(scores, is_target).to(torch.float64)
         self.sums["MRR"] += float(torch.where(rank >= 0, 1.0 / (rank + 1.0), 0.0).sum())
         self.n_users += b
 
@@ -385,17 +402,17 @@ class _ViewAccumulator:
         return out
 
 
-def _mask_seen(scores: torch.Tensor, eval_set: "EvalSet", batch: np.ndarray) -> torch.Tensor:
+def _mask_seen(scores: torch.Tensor, eval_set: EvalSet, batch: np.ndarray) -> torch.Tensor:
     """A copy of ``scores`` (b, n_items) with every item in the users' histories set to -inf."""
     history = eval_set.history[np.asarray(eval_set.users)[batch]].tocoo()
-    seen = history.data > 0
+    seen = (history.data > 0) & (history.col > 0)
     masked = scores.clone()
     masked[torch.as_tensor(history.row[seen], dtype=torch.int64),
            torch.as_tensor(history.col[seen] - 1, dtype=torch.int64)] = float("-inf")
     return masked
 
 
-def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", ks: Sequence[int],
+def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int],
                     views: Sequence[bool], batch_size: int) -> list[dict[str, float]]:
     """Evaluate several views (``exclude_seen`` flags) in one pass over the scores."""
     _check_eval_set(eval_set)
@@ -409,13 +426,14 @@ def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", ks: Sequence[
         acc.n_skipped += int((~needed).sum())
     positions = np.flatnonzero(needed)
     for batch, scores in _score_batches(scores_or_fn, eval_set, positions, batch_size):
-        for exclude_seen, acc, targets in zip(views, accumulators, view_targets):
-            view_scores = _mask_seen(scores, eval_set, batch) if exclude_seen else scores
-            acc.add(view_scores, [targets[i] for i in batch])
+        with _one_torch_thread():
+            for exclude_seen, acc, targets in zip(views, accumulators, view_targets):
+                view_scores = _mask_seen(scores, eval_set, batch) if exclude_seen else scores
+                acc.add(view_scores, [targets[i] for i in batch])
     return [acc.result() for acc in accumulators]
 
 
-def evaluate(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", ks: Sequence[int] = (10, 50),
+def evaluate(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int] = (10, 50),
              exclude_seen: bool = False, batch_size: int = 1024) -> dict[str, float]:
     """Full-catalogue ranking metrics of one model on one evaluation set.
 
@@ -446,7 +464,7 @@ def evaluate(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", ks: Sequence[int] = 
     return _evaluate_views(scores_or_fn, eval_set, ks, [bool(exclude_seen)], batch_size)[0]
 
 
-def evaluate_both(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", ks: Sequence[int] = (10, 50),
+def evaluate_both(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int] = (10, 50),
                   batch_size: int = 1024) -> pd.DataFrame:
     """Both views in one pass: a DataFrame with rows ``"all"`` and ``"new"`` and metric columns.
 
@@ -491,7 +509,7 @@ def results_table(results: Mapping[str, Mapping[str, float] | pd.DataFrame]) -> 
 # 3. Sampled-negative evaluation (how sampled metrics mislead)
 # =============================================================================================
 
-def evaluate_sampled(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", n_negatives: int = 100,
+def evaluate_sampled(scores_or_fn: ScoresOrFn, eval_set: EvalSet, n_negatives: int = 100,
                      ks: Sequence[int] = (10,), rng_seed: int = 0, sampling: str = "uniform",
                      popularity: np.ndarray | None = None, batch_size: int = 1024) -> dict[str, float]:
     """The sampled protocol: each target is ranked among ``n_negatives`` sampled non-target items.
@@ -538,46 +556,65 @@ def evaluate_sampled(scores_or_fn: ScoresOrFn, eval_set: "EvalSet", n_negatives:
     sums["MRR"] = 0.0
     n_users = n_pairs = 0
     for batch, scores in _score_batches(scores_or_fn, eval_set, positions, batch_size):
-        b = len(batch)
         batch_targets = [targets[i] for i in batch]
-        # --- draw the negatives: (b, n_negatives) columns, never a target, never weight 0
-        gumbel = -np.log(-np.log(rng.random((b, n_items))))
-        keys = log_weight[None, :] + gumbel
-        rows = np.repeat(np.arange(b), [len(t) for t in batch_targets])
-        items = np.concatenate(batch_targets)
-        known = items > 0
-        keys[rows[known], items[known] - 1] = -np.inf
-        n_allowed = np.isfinite(keys).sum(axis=1)
-        if (n_allowed < n_negatives).any():
-            raise ValueError(f"some users have only {int(n_allowed.min())} items that can be drawn as "
-                             f"negatives; lower n_negatives (now {n_negatives})")
-        neg_cols = np.argpartition(-keys, n_negatives - 1, axis=1)[:, :n_negatives]
-        neg_cols_t = torch.as_tensor(neg_cols, dtype=torch.int64)
-        neg_scores = scores.gather(1, neg_cols_t)                              # (b, n_neg)
-        # --- each target's rank among its user's negatives: (b, max_targets)
-        max_t = max(len(t) for t in batch_targets)
-        target_cols = np.full((b, max_t), -1, dtype=np.int64)                  # -1: unknown / none
-        is_pair = np.zeros((b, max_t), dtype=bool)
-        for r, t in enumerate(batch_targets):
-            target_cols[r, :len(t)] = np.where(t > 0, t - 1, -1)
-            is_pair[r, :len(t)] = True
-        target_cols_t = torch.as_tensor(target_cols)
-        t_scores = scores.gather(1, target_cols_t.clamp(min=0)).unsqueeze(2)   # (b, T, 1)
-        above = neg_scores.unsqueeze(1) > t_scores                             # (b, T, n_neg)
-        tied_before = (neg_scores.unsqueeze(1) == t_scores) & (neg_cols_t.unsqueeze(1) < target_cols_t.unsqueeze(2))
-        rank = (above | tied_before).sum(dim=2).numpy()                        # (b, T) 0-based
-        scorable = target_cols >= 0
-        n_t = is_pair.sum(axis=1)
+        neg_cols = _draw_negatives(log_weight, batch_targets, n_negatives, rng)
+        with _one_torch_thread():
+            rank, scorable, is_pair = _sampled_ranks(scores, neg_cols, batch_targets)
+        n_t = is_pair.sum(axis=1)                                   # (b,) targets per user
         for k in ks:
             hit = scorable & (rank < k)
             sums[f"HR@{k}"] += float((hit.sum(axis=1) / n_t).sum())
             gain = np.where(hit, 1.0 / np.log2(rank + 2.0), 0.0)
             sums[f"NDCG@{k}"] += float((gain.sum(axis=1) / n_t).sum())
         sums["MRR"] += float((np.where(scorable, 1.0 / (rank + 1.0), 0.0).sum(axis=1) / n_t).sum())
-        n_users += b
+        n_users += len(batch)
         n_pairs += int(n_t.sum())
     out = {key: (value / n_users if n_users else float("nan")) for key, value in sums.items()}
     out["n_users"] = n_users
     out["n_pairs"] = n_pairs
     out["n_negatives"] = int(n_negatives)
     return out
+
+
+def _draw_negatives(log_weight: np.ndarray, batch_targets: list[np.ndarray], n_negatives: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """(b, n_negatives) distinct columns per user, never a target, drawn by weight (Gumbel-top-k).
+
+    ``log_weight``: (n_items,) log sampling weights (``-inf``: never drawn; all 0: uniform).
+    """
+    b, n_items = len(batch_targets), len(log_weight)
+    gumbel = -np.log(-np.log(rng.random((b, n_items))))
+    keys = log_weight[None, :] + gumbel                                     # (b, n_items)
+    rows = np.repeat(np.arange(b), [len(t) for t in batch_targets])
+    items = np.concatenate(batch_targets)
+    known = items > 0
+    keys[rows[known], items[known] - 1] = -np.inf                           # targets are not negatives
+    n_allowed = np.isfinite(keys).sum(axis=1)
+    if (n_allowed < n_negatives).any():
+        raise ValueError(f"some users have only {int(n_allowed.min())} items that can be drawn as "
+                         f"negatives; lower n_negatives (now {n_negatives})")
+    return np.argpartition(-keys, n_negatives - 1, axis=1)[:, :n_negatives]
+
+
+def _sampled_ranks(scores: torch.Tensor, neg_cols: np.ndarray,
+                   batch_targets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each target's 0-based rank among its user's negatives (ties: lower item ID first).
+
+    ``scores``: (b, n_items) padding dropped; ``neg_cols``: (b, n_neg). Returns three (b, T) arrays,
+    ``T`` = the largest basket: ``rank``, ``scorable`` (a known target) and ``is_pair`` (a target,
+    known or ``-1``; the rest is padding).
+    """
+    b, max_t = len(batch_targets), max(len(t) for t in batch_targets)
+    target_cols = np.full((b, max_t), -1, dtype=np.int64)                  # -1: unknown / none
+    is_pair = np.zeros((b, max_t), dtype=bool)
+    for r, t in enumerate(batch_targets):
+        target_cols[r, :len(t)] = np.where(t > 0, t - 1, -1)
+        is_pair[r, :len(t)] = True
+    neg_cols_t = torch.as_tensor(neg_cols, dtype=torch.int64)
+    neg_scores = scores.gather(1, neg_cols_t).unsqueeze(1)                  # (b, 1, n_neg)
+    target_cols_t = torch.as_tensor(target_cols)
+    t_scores = scores.gather(1, target_cols_t.clamp(min=0)).unsqueeze(2)   # (b, T, 1)
+    beaten_by = (neg_scores > t_scores) | (
+        (neg_scores == t_scores) & (neg_cols_t.unsqueeze(1) < target_cols_t.unsqueeze(2)))
+    rank = beaten_by.sum(dim=2).numpy()                                     # (b, T)
+    return rank, target_cols >= 0, is_pair
