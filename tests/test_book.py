@@ -146,19 +146,12 @@ def tiny_site(tiny_notebooks, tmp_path_factory) -> Path:
     return out
 
 
-def _smoke_notebooks() -> Path:
-    runs = Path(os.environ.get("M6REC_RUNS", "") or REPO_ROOT / "runs")
-    return runs / "smoke" / "notebooks"
-
-
 @pytest.fixture(scope="module")
-def smoke_site(tmp_path_factory) -> Path:
-    folder = _smoke_notebooks()
-    if not folder.is_dir() or not book.find_notebooks(folder):
-        pytest.skip(f"no smoke run to build from ({folder} has no NN_name.ipynb); run the course in smoke mode first")
-    out = tmp_path_factory.mktemp("smoke") / "site"
-    book.build_book(folder, out)
-    return out
+def smoke_site(smoke_course_run: Path) -> Path:
+    """The site the main job built from its smoke-mode notebooks (see tests/conftest.py)."""
+    site = smoke_course_run / "site"
+    assert (site / "index.html").is_file()
+    return site
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,8 +263,9 @@ def test_missing_notebook_folder_says_what_to_do(tmp_path: Path):
         book.build_book(tmp_path / "nope", tmp_path / "site")
 
 
-def test_site_builds_from_the_smoke_run(smoke_site: Path):
-    expected = {p.stem for p in book.find_notebooks(_smoke_notebooks())}
+def test_site_builds_from_the_smoke_run(smoke_course_run: Path, smoke_site: Path):
+    expected = {p.stem for p in book.find_notebooks(smoke_course_run / "notebooks")}
+    assert len(expected) == len(list((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     assert {p.stem for p in (smoke_site / "notebooks").glob("*.html")} == expected
     assert book.find_external_resources(smoke_site) == []
 
