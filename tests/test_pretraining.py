@@ -1,0 +1,167 @@
+"""The pretraining pipeline on a small synthetic shop: no leakage, examples, batches, the cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from m6rec_lib import pretraining as pt
+from m6rec_lib.text import serializer as ser
+
+WORDS = ["RED", "BLUE", "HEART", "BAG", "JUMBO", "CAKE", "TIN", "SET", "OF", "3", "VINTAGE", "LIGHT",
+         "HOLDER", "PAPER", "NAPKINS", "RETROSPOT", "DOORMAT", "MUG", "GLASS", "STAR"]
+CUT = "2010-12-01"
+
+
+def synthetic_lines(n_customers: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Clean-looking lines from 2010-01 to 2011-06; products named FUTURE ... only after the cut."""
+    rng = np.random.default_rng(seed)
+    products = [" ".join(rng.choice(WORDS, size=3, replace=False)) for _ in range(40)]
+    rows, line_no = [], 0
+    for c in range(n_customers):
+        start = pd.Timestamp("2010-01-04") + pd.Timedelta(days=int(rng.integers(0, 200)))
+        for i in range(int(rng.integers(2, 8))):
+            moment = start + pd.Timedelta(days=int(45 * i + rng.integers(0, 30)), hours=int(rng.integers(8, 19)))
+            future = moment >= pd.Timestamp(CUT)
+            for j in range(int(rng.integers(1, 6))):
+                desc = f"FUTURE {products[j]}" if future else products[int(rng.integers(0, 40))]
+                rows.append((f"{c}{i:03d}", f"S{j}", desc, int(rng.integers(1, 13)), moment, 1.0,
+                             12000 + c, ["France", "EIRE", "United Kingdom"][c % 3], line_no))
+                line_no += 1
+    return pd.DataFrame(rows, columns=["invoice", "stock_code", "description", "quantity", "invoice_date",
+                                       "price", "customer_id", "country", "line_no"])
+
+
+TINY = pt.PretrainConfig(
+    vocab_size=300, context_length=64, n_layer=1, n_head=2, d_model=32, batch_size=8,
+    train_tokens=4000, warmup_steps=2, eval_every=4, eval_examples=16, learning_rate=1e-2,
+    holdout_fraction=0.2,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def lines() -> pd.DataFrame:
+    return synthetic_lines()
+
+
+@pytest.fixture(scope="module")
+def customers(lines) -> pt.Year1Customers:
+    return pt.year1_customers(TINY, lines)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(customers, tmp_path_factory):
+    from m6rec_lib.text.tokenizer import train_bpe
+    return train_bpe(pt.tokenizer_texts(customers), vocab_size=TINY.vocab_size)
+
+
+def test_year1_only_and_disjoint_customers(lines, customers):
+    assert (lines["invoice_date"] >= CUT).any()  # the synthetic data does have a future
+    moments = [inv.moment for _, invs in customers.histories.values() for inv in invs]
+    assert max(moments) < pd.Timestamp(CUT)
+    assert not set(customers.train) & set(customers.heldout)
+    assert set(customers.train) | set(customers.heldout) == set(customers.histories)
+    assert len(customers.heldout) == round(0.2 * len(customers.histories))
+    assert customers.summary().loc["train", "customers"] == len(customers.train)
+
+
+def test_tokenizer_text_has_no_future_and_no_heldout_customer(lines, customers):
+    text = " ".join(pt.tokenizer_texts(customers))
+    assert "FUTURE" not in text
+    assert text.count("A customer from") == len(customers.train)
+    heldout_only = set(lines[lines.customer_id.isin(customers.heldout) & (lines.invoice_date < CUT)].invoice)
+    assert heldout_only and not any(f" {inv} " in text for inv in heldout_only)
+
+
+def test_examples(customers, tokenizer):
+    examples = pt.build_examples(customers, "train", tokenizer, TINY.context_length)
+    n_invoices = sum(len(customers.histories[int(c)][1]) for c in customers.train)
+    assert len(examples) == n_invoices
+    for ex in examples:
+        assert 3 <= len(ex) <= TINY.context_length + 1 and ex[0] == tokenizer.bos_id
+        assert tokenizer.eos_id not in ex[:-1] and tokenizer.pad_id not in ex
+    text = tokenizer.decode(examples[0])
+    assert text.startswith("A customer from") and ser.PROMPT in text
+    # the first invoice of a customer has an empty history: profile, prompt, basket
+    country, invoices = customers.histories[int(customers.train[0])]
+    first = "".join(pt.example_pieces(country, invoices, 0, tokenizer, TINY.context_length))
+    assert first.startswith(ser.profile_text(country) + ser.PROMPT + " ")
+    # a later invoice is written as seen at its own moment, and its basket follows the prompt
+    k = len(invoices) - 1
+    pieces = pt.example_pieces(country, invoices, k, tokenizer, TINY.context_length)
+    parsed = ser.parse_history("".join(pieces))
+    assert [d for d, _ in ser.parse_basket(parsed.continuation)] == [d for d, _ in invoices[k].items][:len(ser.parse_basket(parsed.continuation))]
+    assert tokenizer.encode_pieces(pieces) == tokenizer.encode("".join(pieces))
+    with pytest.raises(ValueError, match="which"):
+        pt.build_examples(customers, "test", tokenizer, 64)
+
+
+def test_batches_and_padding():
+    rng = np.random.default_rng(0)
+    examples = [np.arange(1, int(n) + 1) for n in rng.integers(5, 60, size=200)]
+    batches = pt.make_batches(examples, batch_size=8, token_budget=3000, seed=0, pool=5)
+    used = sum(len(examples[i]) - 1 for b in batches for i in b)
+    assert 3000 <= used < 3000 + 8 * 60 and all(len(b) == 8 for b in batches)
+    x, y = pt.pad_batch([examples[i] for i in batches[0]], pad_id=0)
+    assert x.shape == y.shape and torch.equal(x[:, 1:][y[:, :-1] != 0], y[:, :-1][y[:, :-1] != 0])
+    # length-sorted pools waste less than random batches
+    padded = sum(max(len(examples[i]) for i in b) * len(b) for b in batches)
+    assert used / padded > 0.8
+    again = pt.make_batches(examples, batch_size=8, token_budget=3000, seed=0, pool=5)
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        pt.make_batches(examples[:3], 8, 100)
+
+
+def test_learning_rate_schedule():
+    cfg = replace(TINY, learning_rate=1.0, warmup_steps=4, min_lr_ratio=0.1)
+    lrs = [pt.learning_rate(s, 20, cfg) for s in range(20)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+    assert abs(pt.learning_rate(20, 20, cfg) - 0.1) < 1e-12
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="precision"):
+        replace(TINY, precision="fp16")
+    with pytest.raises(ValueError, match="divisible"):
+        replace(TINY, d_model=30, n_head=4)
+    assert pt.default_config(smoke=True).n_layer < pt.default_config(smoke=False).n_layer
+
+
+def test_load_or_pretrain_trains_then_loads(lines, monkeypatch, tmp_path):
+    monkeypatch.setenv("M6REC_CACHE", str(tmp_path))
+    first = pt.load_or_pretrain(TINY, smoke=True, lines=lines, progress=False)
+    assert not first.cached and first.path.is_file() and first.path.parent == tmp_path
+    h = first.history
+    assert list(h.columns) == ["step", "tokens", "train_loss", "val_loss", "lr", "seconds"]
+    assert h["val_loss"].iloc[-1] < h["val_loss"].iloc[0] - 0.5  # it learned something
+    assert abs(h["val_loss"].iloc[0] - np.log(TINY.vocab_size)) < 0.5
+    m = first.metrics
+    assert m["train_tokens"] >= TINY.train_tokens and m["parameters"] == first.model.num_parameters()
+    assert np.isclose(m["val_perplexity"], np.exp(m["val_loss"]))
+
+    second = pt.load_or_pretrain(TINY, smoke=True, lines=lines)
+    assert second.cached and second.tokenizer.fingerprint() == first.tokenizer.fingerprint()
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert second.metrics == pytest.approx(first.metrics)
+    # smoke and full are cached apart, as is another configuration
+    assert pt.artifact_path(pt.ARTIFACT_NAME, pt.cache_key(TINY, True)) != pt.artifact_path(
+        pt.ARTIFACT_NAME, pt.cache_key(TINY, False))
+    # the prefix helper and scoring work end to end
+    prefix = second.encode_history(ser.history_text(lines[lines.customer_id == 12000], "2010-11-30"))
+    scores = second.model.score_continuations(prefix[-40:], [second.tokenizer.encode(ser.candidate_text("RED MUG"))])
+    assert np.isfinite(np.nansum(scores))
