@@ -153,7 +153,8 @@ def test_load_or_pretrain_trains_then_loads(lines, monkeypatch, tmp_path):
     assert m["train_tokens"] >= TINY.train_tokens and m["parameters"] == first.model.num_parameters()
     assert np.isclose(m["val_perplexity"], np.exp(m["val_loss"]))
 
-    second = pt.load_or_pretrain(TINY, smoke=True, lines=lines)
+    data = pt.prepare_data(TINY, lines)
+    second = pt.load_or_pretrain(TINY, smoke=True, data=data)
     assert second.cached and second.tokenizer.fingerprint() == first.tokenizer.fingerprint()
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -161,6 +162,8 @@ def test_load_or_pretrain_trains_then_loads(lines, monkeypatch, tmp_path):
     # smoke and full are cached apart, as is another configuration
     assert pt.artifact_path(pt.ARTIFACT_NAME, pt.cache_key(TINY, True)) != pt.artifact_path(
         pt.ARTIFACT_NAME, pt.cache_key(TINY, False))
+    with pytest.raises(ValueError, match="another configuration"):
+        pt.pretrain(replace(TINY, seed=1), data=data)
     # the prefix helper and scoring work end to end
     prefix = second.encode_history(ser.history_text(lines[lines.customer_id == 12000], "2010-11-30"))
     scores = second.model.score_continuations(prefix[-40:], [second.tokenizer.encode(ser.candidate_text("RED MUG"))])

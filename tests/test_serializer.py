@@ -114,9 +114,19 @@ def test_future_lines_are_never_written():
     assert "JUMBO" not in ser.serialize_history(KNOWN, now="2010-06-07 15:30")
 
 
+def test_country_never_comes_from_the_future():
+    later = _lines([("9", "2011-01-01 10:00", "OTHER THING", 1)], country="Germany")
+    lines = pd.concat([KNOWN, later], ignore_index=True)
+    assert ser.serialize_history(lines, "2010-06-09 11:00").startswith("A customer from France.")
+    assert ser.serialize_history(later, "2010-06-09 11:00") == "A customer from an unknown country. Now buys"
+    # the basket bought at `now` does tell where the customer is
+    assert ser.serialize_history(later, "2011-01-01 10:00") == "A customer from Germany. Now buys"
+
+
 def test_empty_history():
     assert ser.serialize_history(KNOWN.iloc[:0], now="2010-01-01", country="France") == "A customer from France. Now buys"
-    assert ser.serialize_history(KNOWN, now="2010-01-01") == "A customer from France. Now buys"
+    assert ser.serialize_history(KNOWN, now="2010-01-01") == "A customer from an unknown country. Now buys"
+    assert ser.serialize_history(KNOWN, now="2010-03-01 10:00") == "A customer from France. Now buys"
     assert ser.serialize_history(KNOWN.iloc[:0], now="2010-01-01", prompt="") == "A customer from an unknown country."
     assert ser.profile_text("Unspecified") == "A customer from an unknown country."
     assert ser.profile_text("United Kingdom") == "A customer from the United Kingdom."

@@ -80,6 +80,8 @@ _SPACES = re.compile(r"\s+")
 
 def _as_datetime(moment) -> dt.datetime:
     """A timezone-naive ``datetime`` from a Timestamp, datetime64, datetime or ISO string."""
+    if type(moment) is dt.datetime and moment.tzinfo is None:
+        return moment  # the common case, made fast: invoices hold plain datetimes
     ts = pd.Timestamp(moment)
     if ts is pd.NaT:
         raise ValueError("a moment is missing (NaT); every line needs an invoice_date")
@@ -156,7 +158,10 @@ def profile_text(country: str | None, n_not_shown: int = 0) -> str:
     ``n_not_shown`` > 0: ``"A customer from France (41 earlier purchases not shown)."``"""
     if n_not_shown < 0:
         raise ValueError(f"n_not_shown must be >= 0, got {n_not_shown}")
-    name = country_name(country)
+    return _profile(country_name(country), n_not_shown)
+
+
+def _profile(name: str | None, n_not_shown: int) -> str:
     text = f"A customer from {name}" if name else "A customer from an unknown country"
     if n_not_shown:
         noun = "purchase" if n_not_shown == 1 else "purchases"
@@ -381,29 +386,32 @@ def history_from_invoices(
     if max_length is None:
         kept = [(invoice_head(inv.moment, now), inv.line_pieces) for inv in reversed(past)]
     else:
-        # Room for the invoices: everything minus the fixed parts, with the profile measured with
-        # the longest marker it could carry (so it fits whatever the number of dropped lines).
-        fixed = length(profile_text(country, n_not_shown=max(n_total, 1))) + (length(prompt) if prompt else 0)
-        room = max_length - reserve - fixed
-        if room < 0:
-            raise ValueError(
-                f"max_length={max_length} cannot hold even the profile and the prompt "
-                f"({fixed} + reserve {reserve}); raise max_length or lower reserve"
-            )
+        # Keep the newest lines, one at a time, while the exact length still fits. The profile is
+        # re-measured at each step: its marker's number (and so its length) changes with it.
+        fixed = reserve + (length(prompt) if prompt else 0)
+        name = country_name(country)
+        used, n_shown = 0, 0  # length of the heads and lines kept so far, and how many lines
         for inv in reversed(past):
             head, body = invoice_head(inv.moment, now), inv.line_pieces
-            cost, n_take = length(head), 0
+            n_take, cost = 0, length(head)
             for piece in reversed(body):  # newest line of the invoice first
                 c = length(piece)
-                if cost + c > room:
+                marker = length(_profile(name, n_total - (n_shown + n_take + 1)))
+                if used + cost + c + fixed + marker > max_length:
                     break
                 cost += c
                 n_take += 1
             if n_take:
                 kept.append((head, body[len(body) - n_take:]))
-                room -= cost
+                used, n_shown = used + cost, n_shown + n_take
             if n_take < len(body):
                 break
+        if not kept and fixed + length(profile_text(country, n_total)) > max_length:
+            raise ValueError(
+                f"max_length={max_length} cannot hold even the profile and the prompt "
+                f"({fixed - reserve + length(profile_text(country, n_total))} + reserve {reserve}); "
+                "raise max_length or lower reserve"
+            )
     kept.reverse()
     n_kept = sum(len(body) for _, body in kept)
     profile = profile_text(country, n_total - n_kept)
@@ -418,13 +426,18 @@ def history_from_invoices(
     )
 
 
-def _customer_country(lines: pd.DataFrame, country: str | None) -> str | None:
+def _customer_country(lines: pd.DataFrame, country: str | None, now: dt.datetime | None = None) -> str | None:
+    """``country`` if given, else the country of the latest line at or before ``now``."""
     if country is not None:
         return country
-    if "country" in lines.columns and len(lines):
-        latest = lines.sort_values("invoice_date", kind="stable")["country"].iloc[-1]
-        return None if pd.isna(latest) else str(latest)
-    return None
+    if "country" not in lines.columns or len(lines) == 0:
+        return None
+    if now is not None:
+        lines = lines[pd.to_datetime(lines["invoice_date"]) <= pd.Timestamp(now)]
+        if len(lines) == 0:
+            return None
+    latest = lines.sort_values("invoice_date", kind="stable")["country"].iloc[-1]
+    return None if pd.isna(latest) else str(latest)
 
 
 def history_text(
@@ -449,7 +462,8 @@ def history_text(
     now
         The moment the text is written for (e.g. the time of the basket to predict).
     country
-        The customer's country; default: the country of their latest line before ``now``.
+        The customer's country; default: the country of their latest line at or before ``now``
+        (the basket being bought at ``now`` tells where the customer is; later lines never do).
     max_length, length, reserve
         Keep ``length(text) + reserve <= max_length`` by dropping the oldest lines first; the
         profile then says how many were dropped. ``length`` defaults to characters; pass a token
@@ -464,10 +478,11 @@ def history_text(
             f"history_text got lines of {lines['customer_id'].nunique()} customers; pass the lines "
             "of one customer (e.g. lines[lines.customer_id == 12347])."
         )
-    past = lines[pd.to_datetime(lines["invoice_date"]) < pd.Timestamp(_as_datetime(now))] if len(lines) else lines
+    now = _as_datetime(now)
+    past = lines[pd.to_datetime(lines["invoice_date"]) < pd.Timestamp(now)] if len(lines) else lines
     invoices = invoices_from_lines(past, descriptions)
     return history_from_invoices(
-        invoices, now, _customer_country(past if len(past) else lines, country),
+        invoices, now, _customer_country(lines, country, now),
         max_length=max_length, length=length, prompt=prompt, reserve=reserve,
     )
 

@@ -94,16 +94,21 @@ class BehaviourTokenizer:
         space and none ends with one.
         """
         pieces = list(pieces)
-        missing = list({p for p in pieces if p not in self._cache})
-        if len(missing) > 64:  # encode new pieces in one parallel call
-            for p, enc in zip(missing, self.tokenizer.encode_batch(missing)):
-                self._cache[p] = tuple(enc.ids)
+        if len(pieces) > 256:
+            self.prefill(pieces)
         ids = [self.bos_id] if bos else []
         for p in pieces:
             ids.extend(self.encode_cached(p))
         if eos:
             ids.append(self.eos_id)
         return ids
+
+    def prefill(self, texts: Iterable[str]) -> None:
+        """Memoise the IDs of many texts in one parallel call (worth it from a few dozen texts)."""
+        missing = list({t for t in texts if t not in self._cache})
+        if len(missing) > 64:
+            for t, enc in zip(missing, self.tokenizer.encode_batch(missing)):
+                self._cache[t] = tuple(enc.ids)
 
     def count(self, text: str) -> int:
         """Number of tokens of ``text``; memoised, so use it as the serializer's ``length``."""
