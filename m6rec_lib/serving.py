@@ -731,12 +731,13 @@ def _prunable(model: nn.Module, include_embeddings: bool) -> dict[str, nn.Parame
     return out
 
 
-def magnitude_masks(model: nn.Module, sparsity: float = 0.8, include_embeddings: bool = True) -> dict[str, torch.Tensor]:
+def magnitude_masks(model: nn.Module, sparsity: float = 0.8, include_embeddings: bool = False) -> dict[str, torch.Tensor]:
     """0/1 masks that drop the ``sparsity`` share of smallest-magnitude weights of each matrix.
 
     Pruned: the weight matrices of every block's linear layers, and the token embedding table when
-    ``include_embeddings``. Biases, LayerNorms, position embeddings and heads are kept (they are
-    small). Each matrix loses the same share (per-matrix, not global, so no layer is emptied).
+    ``include_embeddings`` (it holds each token's only representation, so pruning it hurts most).
+    Biases, LayerNorms, position embeddings and heads are kept (they are small). Each matrix loses
+    the same share (per-matrix, not global, so no layer is emptied).
     """
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")

@@ -211,8 +211,9 @@ def test_layer_sharing_keeps_one_block():
 def test_magnitude_pruning_drops_the_smallest_weights(tmp_path):
     gpt = _gpt(300, n_layer=2)
     model = sv.SegmentScorer(gpt, split=0)
-    masks = sv.magnitude_masks(model, 0.8)
+    masks = sv.magnitude_masks(model, 0.8, include_embeddings=True)
     assert "backbone.tok_emb.weight" in masks and "backbone.blocks.0.attn.qkv.weight" in masks
+    assert "backbone.tok_emb.weight" not in sv.magnitude_masks(model, 0.8)
     named = dict(model.named_parameters())
     for name, m in masks.items():
         assert abs(m.float().mean().item() - 0.2) < 0.01
