@@ -207,6 +207,7 @@ def sampled_softmax_loss(
     neg_log_q: torch.Tensor | None = None,
     accidental_hits: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the positive against sampled negatives only.
 
@@ -223,21 +224,31 @@ def sampled_softmax_loss(
     pos_scores
         (p,) score of each example's positive item.
     neg_scores
-        (p, m) scores of the negatives for each example (shared negatives: expand one (m,) draw).
+        (p, m) scores of the negatives for each example; or, with ``rows``, (b, m) negatives per
+        row (a user, a basket) shared by every positive of that row.
     pos_log_q, neg_log_q
-        ``log Q`` of the positive (p,) and of the negatives ((p, m) or (m,)): the logQ correction.
-        Pass both or neither.
+        ``log Q`` of the positive (p,) and of the negatives (same shape as ``neg_scores``, or
+        (m,)): the logQ correction. Pass both or neither.
     accidental_hits
-        (p, m) bool, True where a "negative" is the example's own positive item: left out.
+        Bool, same shape as ``neg_scores``: True where a "negative" is a positive (the example's
+        own item; with ``rows``, any positive of the row). Left out of the softmax.
     weights
         (p,) example weights (e.g. purchase counts); the loss is their weighted mean.
+    rows
+        (p,) int: the row of ``neg_scores`` of each positive. The normaliser of the negatives is then
+        computed once per row, ``log_sum_exp(negatives of row)``, and combined with each positive by
+        ``logaddexp``: O(b m + p) work instead of O(p m), with the same value.
 
     Returns a scalar.
     """
-    if pos_scores.dim() != 1 or neg_scores.dim() != 2 or neg_scores.shape[0] != pos_scores.shape[0]:
+    n_rows = pos_scores.shape[0] if rows is None else None
+    if rows is not None:
+        if rows.shape != pos_scores.shape or rows.dtype not in (torch.int32, torch.int64):
+            raise ValueError("rows must be an integer tensor with one entry per positive: (p,)")
+    if pos_scores.dim() != 1 or neg_scores.dim() != 2 or (n_rows is not None and neg_scores.shape[0] != n_rows):
         raise ValueError(
-            f"expected pos_scores (p,) and neg_scores (p, m), got {tuple(pos_scores.shape)} and "
-            f"{tuple(neg_scores.shape)}"
+            f"expected pos_scores (p,) and neg_scores (p, m) (or (b, m) with rows), got "
+            f"{tuple(pos_scores.shape)} and {tuple(neg_scores.shape)}"
         )
     if (pos_log_q is None) != (neg_log_q is None):
         raise ValueError("pass both pos_log_q and neg_log_q for the logQ correction, or neither")
@@ -246,8 +257,12 @@ def sampled_softmax_loss(
         neg_scores = neg_scores - neg_log_q
     if accidental_hits is not None:
         neg_scores = neg_scores.masked_fill(accidental_hits, float("-inf"))
-    logits = torch.cat([pos_scores.unsqueeze(1), neg_scores], dim=1)   # (p, 1 + m), positive first
-    nll = log_sum_exp(logits, dim=1) - pos_scores                       # (p,)
+    if rows is None:
+        logits = torch.cat([pos_scores.unsqueeze(1), neg_scores], dim=1)   # (p, 1 + m), positive first
+        nll = log_sum_exp(logits, dim=1) - pos_scores                       # (p,)
+    else:
+        neg_lse = log_sum_exp(neg_scores, dim=1)                            # (b,) once per row
+        nll = torch.logaddexp(pos_scores, neg_lse[rows]) - pos_scores       # (p,)
     if weights is None:
         return nll.mean()
     return (weights * nll).sum() / weights.sum()

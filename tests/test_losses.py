@@ -203,3 +203,20 @@ def test_bpr_is_stable_and_takes_several_negatives():
     assert torch.isfinite(huge) and abs(huge.item() - 1000.0) < 1e-3
     pos, neg = torch.tensor([1.0, 2.0]), torch.tensor([[0.0, 1.0], [3.0, 2.0]])
     torch.testing.assert_close(bpr_loss(pos, neg), F.softplus(neg - pos[:, None]).mean())
+
+
+def test_shared_negatives_per_row_give_the_same_loss_as_expanding_them():
+    g = torch.Generator().manual_seed(5)
+    neg_rows = torch.randn(3, 8, generator=g, dtype=torch.float64)        # (b, m)
+    hits = torch.zeros(3, 8, dtype=torch.bool)
+    hits[1, 2] = True
+    rows = torch.tensor([0, 0, 1, 2, 2, 2])                                 # (p,)
+    pos = torch.randn(6, generator=g, dtype=torch.float64)
+    lq_pos, lq_neg = torch.rand(6, generator=g) - 3, torch.rand(8, generator=g) - 3
+    shared = sampled_softmax_loss(pos, neg_rows, pos_log_q=lq_pos, neg_log_q=lq_neg,
+                                  accidental_hits=hits, rows=rows)
+    expanded = sampled_softmax_loss(pos, neg_rows[rows], pos_log_q=lq_pos, neg_log_q=lq_neg,
+                                    accidental_hits=hits[rows])
+    torch.testing.assert_close(shared, expanded)
+    with pytest.raises(ValueError, match="rows"):
+        sampled_softmax_loss(pos, neg_rows, rows=rows.float())

@@ -24,7 +24,8 @@ targets (:func:`basket_examples`). Three losses (see :mod:`m6rec_lib.losses`):
 - ``"full"``: the softmax over the whole catalogue; all items of a basket share one normaliser, so a
   batch costs one ``(batch, n_items + 1)`` score matrix;
 - ``"sampled"``: the softmax over each positive and ``n_negatives`` items drawn per batch from a
-  uniform or popularity proposal, with or without the logQ correction;
+  uniform or popularity proposal, with or without the logQ correction. A basket's items share the
+  normaliser of the negatives, and a negative that is in the basket is left out (an accidental hit);
 - ``"bpr"``: ``-log sigmoid(s_pos - s_neg)`` with one sampled negative per positive.
 
 :func:`train_mf` trains any of them with :func:`m6rec_lib.training.train_loop`, choosing the epoch on
@@ -355,13 +356,13 @@ def mf_loss(
     pos = model.pair_scores(user_vecs[rows], pos_items)                     # (p,)
     if config.loss == "sampled":
         negs = sample_negatives(proposal, config.n_negatives, generator)    # (m,) shared by the batch
-        neg = model.item_scores(user_vecs, negs)[rows]                      # (p, m)
-        hits = negs.unsqueeze(0) == pos_items.unsqueeze(1)                  # (p, m) negative == positive
+        neg = model.item_scores(user_vecs, negs)                            # (b, m)
+        in_basket = torch.from_numpy(targets.toarray())[:, negs] > 0         # (b, m) accidental hits
+        kw = {}
         if config.log_q:
             log_q = torch.log(proposal)
-            return sampled_softmax_loss(pos, neg, pos_log_q=log_q[pos_items], neg_log_q=log_q[negs],
-                                        accidental_hits=hits)
-        return sampled_softmax_loss(pos, neg, accidental_hits=hits)
+            kw = dict(pos_log_q=log_q[pos_items], neg_log_q=log_q[negs])
+        return sampled_softmax_loss(pos, neg, accidental_hits=in_basket, rows=rows, **kw)
     # BPR: bpr_negatives independent negatives per positive
     negs = sample_negatives(proposal, len(pos_items) * config.bpr_negatives, generator)
     negs = negs.view(len(pos_items), config.bpr_negatives)                 # (p, k)
