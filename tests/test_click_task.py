@@ -161,3 +161,23 @@ def test_baseline_lookup_and_zero_shot_scores(world, click):
     tokens = task.histories[group].tolist() + task.item_tokens[item].tolist()
     logp = gpt.token_logprobs(torch.tensor([tokens]))[0, -len(task.item_tokens[item]):]
     assert scores[3] == pytest.approx(float(logp.mean()), abs=1e-5)
+
+
+def test_history_token_ids_never_read_the_future(world):
+    lines, split, tok = world
+    customer = int(lines["customer_id"].iloc[0])
+    mine = lines[lines["customer_id"] == customer].sort_values("invoice_date")
+    moment = mine["invoice_date"].iloc[len(mine) // 2]
+    moved = lines.copy()
+    later = (moved["customer_id"] == customer) & (moved["invoice_date"] >= moment)
+    moved.loc[later, "country"] = "France"                     # the customer moves at the moment
+    moved.loc[(moved["customer_id"] == customer) & ~later, "country"] = "Germany"
+    ids, written = ct.history_token_ids(moved, [customer], [moment], tok, 200)
+    text = tok.decode(ids[0])
+    assert text.startswith("A customer from Germany") and "France" not in text
+    n_before = sum(len(i.items) for i in ser.invoices_from_lines(mine) if i.moment < moment)
+    assert written["n_lines"].iloc[0] + written["n_not_shown"].iloc[0] == n_before
+    with pytest.raises(ValueError, match="moments"):
+        ct.history_token_ids(lines, [customer], [], tok, 200)
+    cfg = ct.course_task_config(smoke=True, context_length=128, n_prompt=8)
+    assert cfg.max_history_tokens + cfg.max_candidate_tokens + 8 == 128

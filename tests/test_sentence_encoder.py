@@ -90,3 +90,24 @@ def test_the_shipped_minilm_loads_offline():
     assert emb.shape == (3, 384)
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] + 0.2            # two jumbo bags are closer than a bag and a tree
+
+
+def test_profile_and_max_similarity_scores_against_loops():
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(9, 4)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    E[0] = 0
+    seqs = [np.array([3, 5, 3, 7]), np.array([], dtype=np.int64), np.array([2])]
+    prof = se.profile_scores(E, seqs, last_n=2)
+    # last 2 distinct, most recent first: 7, 3
+    np.testing.assert_allclose(prof[0, 1:], (E[[7, 3]].mean(0) @ E[1:].T), rtol=1e-5)
+    assert (prof[1, 1:] == 0).all() and np.isneginf(prof[:, 0]).all()
+    ms = se.max_similarity_scores(E, seqs, last_n=3, top=2, candidates=np.array([1, 4, 7]))
+    for i in (1, 4, 7):
+        sims = sorted((E[h] @ E[i] for h in (7, 3, 5)), reverse=True)
+        assert ms[0, i] == pytest.approx(np.mean(sims[:2]), rel=1e-5)
+    assert np.isneginf(ms[:, [0, 2, 3, 5, 6, 8]]).all()
+    one = se.max_similarity_scores(E, seqs, top=1)
+    assert one[0, 5] == pytest.approx(1.0, rel=1e-5)        # a product bought before is its own closest
+    with pytest.raises(ValueError, match="top"):
+        se.max_similarity_scores(E, seqs, top=0)
