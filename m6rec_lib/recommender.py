@@ -13,11 +13,13 @@ How a customer's list is made (:meth:`Recommender.score`):
    half of a basket, notebook 01). Everything else is left out of the ranking.
 2. **Ranking.** Each *component* (any model that scores the whole catalogue from an
    :class:`~m6rec_lib.data.EvalSet`: EASE, SASRec, the two-tower, ...) is standardised per customer
-   (z-score over the catalogue) and the standardised scores are added with ``weights``; a product
-   the customer bought before gets ``repeat_weight * log(1 + Buy-Again score)`` on top (Buy-Again's
-   score is the number of past purchases plus a recency term in (0, 1)). Weights are chosen on the
-   validation set (:func:`tune_blend`): first the components on items new to the customer, then
-   the repeat weight on all items.
+   (z-score over the catalogue) and the standardised scores are added with ``weights``. A product
+   the customer bought before gets ``own_bonus + repeat_weight * log P_repeat`` on top, where
+   ``P_repeat`` is the customer's purchase history as a distribution, each past purchase line
+   weighted ``0.5 ** (age / half_life)`` (age in lines, 0 = the latest; the repeat distribution of
+   notebook 05's mixture): frequent and recent products first, as in Buy-Again. Everything is
+   chosen on the validation set (:func:`tune_blend`): first the component weights on items new to
+   the customer, then ``half_life``, ``own_bonus`` and ``repeat_weight`` on all items.
 3. **Explanation.** Each product gets a sentence built from evidence: how often and when the
    customer bought it, or the past purchase it is most often bought together with (training
    baskets), or how popular it is.
@@ -37,13 +39,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .baselines import BuyAgain
 from .data import DataError
 from .data.evalset import EvalSet
 from .metrics import evaluate
 from .text import serializer as ser
 
-__all__ = ["Recommender", "zscore_rows", "repeat_feature", "blend_scores", "tune_blend", "BlendResult"]
+__all__ = ["Recommender", "zscore_rows", "repeat_log_probability", "blend_scores", "tune_blend", "BlendResult"]
 
 ScoreFn = Callable[[EvalSet], np.ndarray]
 
@@ -72,30 +73,55 @@ def zscore_rows(scores: np.ndarray) -> np.ndarray:
     return s
 
 
-def repeat_feature(buy_again_scores: np.ndarray) -> np.ndarray:
-    """``log(1 + s)`` where Buy-Again's score ``s >= 1`` (a product bought before), else 0.
+def repeat_log_probability(eval_set: EvalSet, half_life: float | None = None) -> np.ndarray:
+    """``log P_repeat(i | u)`` on the products each customer bought before, 0 elsewhere.
 
-    Buy-Again (``m6rec_lib.baselines.BuyAgain``) scores an own product ``count + recency`` with
-    recency in (0, 1), and every other product below 1 (its popularity). Shape (n, n_items + 1).
+    ``P_repeat`` is the customer's past purchase lines (``eval_set.sequences``) as a distribution over
+    items, line ``l`` weighted ``0.5 ** (age_l / half_life)`` (``age`` = lines after it, 0 for the
+    latest; ``None``: every line alike). Shape (n, n_items + 1); use :func:`own_mask` to tell own
+    products (whose value can be 0 when it is the only one) from the others.
     """
-    s = np.asarray(buy_again_scores, dtype=np.float64)
-    out = np.where(s >= 1.0, np.log1p(np.where(s >= 1.0, s, 0.0)), 0.0)
-    out[:, 0] = 0.0
+    if half_life is not None and not half_life > 0:
+        raise ValueError(f"half_life must be a positive number of purchase lines or None, got {half_life!r}")
+    out = np.zeros((len(eval_set), eval_set.n_items + 1))
+    for row, seq in enumerate(eval_set.sequences):
+        seq = np.asarray(seq, dtype=np.int64)
+        seq = seq[seq > 0]
+        if not len(seq):
+            continue
+        age = np.arange(len(seq) - 1, -1, -1, dtype=np.float64)
+        weight = np.ones(len(seq)) if half_life is None else 0.5 ** (age / half_life)
+        p = np.bincount(seq, weights=weight, minlength=eval_set.n_items + 1)
+        p /= p.sum()
+        own = p > 0
+        out[row, own] = np.log(p[own])
+    return out
+
+
+def own_mask(eval_set: EvalSet) -> np.ndarray:
+    """(n, n_items + 1) bool: the products each customer bought before (their sequence)."""
+    out = np.zeros((len(eval_set), eval_set.n_items + 1), dtype=bool)
+    for row, seq in enumerate(eval_set.sequences):
+        seq = np.asarray(seq, dtype=np.int64)
+        out[row, seq[seq > 0]] = True
     return out
 
 
 def blend_scores(
     features: Mapping[str, np.ndarray],
     weights: Mapping[str, float],
-    repeat: np.ndarray | None = None,
+    own: np.ndarray | None = None,
+    log_repeat: np.ndarray | None = None,
+    own_bonus: float = 0.0,
     repeat_weight: float = 0.0,
     candidates: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``sum_c weights[c] * features[c] + repeat_weight * repeat``, -inf outside ``candidates``.
+    """``sum_c weights[c] * features[c]`` plus, on own products, ``own_bonus + repeat_weight *
+    log_repeat``; -inf outside ``candidates``.
 
-    ``features``: name -> (n, n_items + 1) standardised scores (:func:`zscore_rows`); ``repeat``:
-    :func:`repeat_feature`; ``candidates``: (n, n_items + 1) bool, True for retrieved products.
-    Column 0 (padding) is -inf.
+    ``features``: name -> (n, n_items + 1) standardised scores (:func:`zscore_rows`); ``own``:
+    :func:`own_mask`; ``log_repeat``: :func:`repeat_log_probability`; ``candidates``: (n, n_items + 1)
+    bool, True for retrieved products. Column 0 (padding) is -inf.
     """
     unknown = [k for k in weights if k not in features]
     if unknown:
@@ -105,8 +131,9 @@ def blend_scores(
     for name, w in weights.items():
         if w:
             out += w * features[name]
-    if repeat is not None and repeat_weight:
-        out += repeat_weight * repeat
+    if own is not None and (own_bonus or repeat_weight):
+        bonus = own_bonus + (repeat_weight * log_repeat if log_repeat is not None else 0.0)
+        out += np.where(own, bonus, 0.0)
     if candidates is not None:
         out[~candidates] = -np.inf
     out[:, 0] = -np.inf
@@ -115,31 +142,39 @@ def blend_scores(
 
 @dataclass
 class BlendResult:
-    """What :func:`tune_blend` chose: ``weights``, ``repeat_weight``, and the validation tables of
-    both stages (one row per setting tried)."""
+    """What :func:`tune_blend` chose (``weights``, ``half_life``, ``own_bonus``, ``repeat_weight``)
+    and the validation tables of both stages (one row per setting tried)."""
 
     weights: dict[str, float]
+    half_life: float | None
+    own_bonus: float
     repeat_weight: float
     new_table: pd.DataFrame
     all_table: pd.DataFrame
 
+    def settings(self) -> dict:
+        return {"weights": self.weights, "half_life": self.half_life, "own_bonus": self.own_bonus,
+                "repeat_weight": self.repeat_weight}
+
 
 def tune_blend(
     features: Mapping[str, np.ndarray],
-    repeat: np.ndarray,
-    candidates: np.ndarray,
     validation: EvalSet,
+    candidates: np.ndarray | None = None,
     weight_grid: Sequence[float] = (0.0, 0.5, 1.0),
-    repeat_grid: Sequence[float] = (0.0, 1.0, 2.0, 4.0, 8.0, 1000.0),
+    half_lives: Sequence[float | None] = (50.0, 200.0),
+    own_bonus_grid: Sequence[float] = (0.0, 20.0, 40.0, 1000.0),
+    repeat_weight_grid: Sequence[float] = (2.0, 4.0, 8.0),
     metric: str = "NDCG@10",
 ) -> BlendResult:
     """Choose the blend on the **validation** set, in two stages.
 
-    1. Component weights (every combination of ``weight_grid``, not all zero, the first weight
-       fixed at 1 when it is non-zero so that rescaled duplicates are skipped) by ``metric`` on items
-       new to the customer: there the repeat term does not matter.
-    2. ``repeat_weight`` in ``repeat_grid`` by ``metric`` on all items, with the weights of stage 1.
-       A very large repeat weight ranks every own product first, in Buy-Again's order.
+    1. Component weights (every combination of ``weight_grid``, not all zero; combinations whose
+       first non-zero weight is not the largest grid value are skipped, as rescaled duplicates) by
+       ``metric`` on items new to the customer: there the repeat term plays no part.
+    2. ``half_life``, ``own_bonus`` and ``repeat_weight`` (every combination) by ``metric`` on all
+       items, with the weights of stage 1. A huge own bonus ranks every own product first, by its
+       repeat probability (Buy-Again's idea, with recency weighting).
     """
     names = list(features)
     rows = []
@@ -156,14 +191,19 @@ def tune_blend(
     new_table = pd.DataFrame(rows)
     best = new_table.iloc[int(np.argmax(new_table[metric].to_numpy()))]
     weights = {n: float(best[n]) for n in names}
+    own = own_mask(validation)
+    base = blend_scores(features, weights, candidates=candidates)
     rows = []
-    for rw in repeat_grid:
-        scores = blend_scores(features, weights, repeat, rw, candidates)
-        res = evaluate(scores, validation, ks=(10,), exclude_seen=False)
-        rows.append({"repeat_weight": rw, metric: res[metric]})
+    for half_life in half_lives:
+        log_repeat = repeat_log_probability(validation, half_life)
+        for bonus, rw in itertools.product(own_bonus_grid, repeat_weight_grid):
+            scores = base + np.where(own, bonus + rw * log_repeat, 0.0)
+            res = evaluate(scores, validation, ks=(10,), exclude_seen=False)
+            rows.append({"half_life": half_life, "own_bonus": bonus, "repeat_weight": rw, metric: res[metric]})
     all_table = pd.DataFrame(rows)
-    repeat_weight = float(all_table["repeat_weight"].iloc[int(np.argmax(all_table[metric].to_numpy()))])
-    return BlendResult(weights, repeat_weight, new_table, all_table)
+    pick = all_table.iloc[int(np.argmax(all_table[metric].to_numpy()))]
+    half_life = None if pd.isna(pick["half_life"]) else float(pick["half_life"])
+    return BlendResult(weights, half_life, float(pick["own_bonus"]), float(pick["repeat_weight"]), new_table, all_table)
 
 
 # =============================================================================================
@@ -184,8 +224,8 @@ class Recommender:
     components
         name -> ``fn(eval_set) -> (len(eval_set), n_items + 1)`` scores (e.g. ``ease.score``,
         ``sasrec.score``, ``two_tower.score``).
-    weights, repeat_weight
-        The blend (see the module docstring); typically from :func:`tune_blend`.
+    weights, half_life, own_bonus, repeat_weight
+        The blend (see the module docstring); typically ``**tune_blend(...).settings()``.
     retriever
         An object with ``retrieve(sequences, top_k) -> (ids, scores)`` (the two-tower model), or
         None to rank the whole catalogue.
@@ -202,6 +242,8 @@ class Recommender:
         lines: pd.DataFrame,
         components: Mapping[str, ScoreFn],
         weights: Mapping[str, float],
+        half_life: float | None = None,
+        own_bonus: float = 0.0,
         repeat_weight: float = 0.0,
         retriever=None,
         n_retrieve: int = 300,
@@ -212,6 +254,8 @@ class Recommender:
         unknown = [k for k in weights if k not in components]
         if unknown:
             raise KeyError(f"weights name unknown components {unknown}; known: {sorted(components)}")
+        if not any(weights.values()):
+            raise ValueError("every component weight is 0; give at least one a positive weight")
         if n_retrieve < 1:
             raise ValueError(f"n_retrieve must be >= 1, got {n_retrieve}")
         missing = [c for c in ("customer_id", "stock_code", "invoice", "invoice_date") if c not in lines.columns]
@@ -220,11 +264,12 @@ class Recommender:
         self.split = split
         self.components = dict(components)
         self.weights = dict(weights)
+        self.half_life = half_life
+        self.own_bonus = float(own_bonus)
         self.repeat_weight = float(repeat_weight)
         self.retriever = retriever
         self.n_retrieve = int(min(n_retrieve, split.n_items))
         self.now = pd.Timestamp(now if now is not None else split.info.get("test_start", lines["invoice_date"].max()))
-        self.buy_again = BuyAgain().fit(split.train_matrix)
         n_items = split.n_items
 
         known = lines[lines["invoice_date"] < self.now]
@@ -256,11 +301,9 @@ class Recommender:
             self._country_pop = pd.Series(dtype=np.int64)
 
     # ------------------------------------------------------------------ scoring eval sets
-    def features(self, eval_set: EvalSet) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """(standardised component scores, repeat feature, candidate mask) of ``eval_set``'s customers."""
-        feats = {name: zscore_rows(fn(eval_set)) for name, fn in self.components.items()}
-        repeat = repeat_feature(self.buy_again.score(eval_set))
-        return feats, repeat, self.candidates(eval_set)
+    def features(self, eval_set: EvalSet) -> dict[str, np.ndarray]:
+        """Standardised scores of every component for ``eval_set``'s customers: name -> (n, n_items + 1)."""
+        return {name: zscore_rows(fn(eval_set)) for name, fn in self.components.items()}
 
     def candidates(self, eval_set: EvalSet) -> np.ndarray:
         """(n, n_items + 1) bool: retrieved products plus each customer's own past products."""
@@ -278,8 +321,10 @@ class Recommender:
 
     def score(self, eval_set: EvalSet) -> np.ndarray:
         """The final scores of ``eval_set``'s customers: (n, n_items + 1), -inf outside the candidates."""
-        feats, repeat, cand = self.features(eval_set)
-        return blend_scores(feats, self.weights, repeat, self.repeat_weight, cand)
+        feats = {k: v for k, v in self.features(eval_set).items() if self.weights.get(k)}
+        return blend_scores(feats, {k: w for k, w in self.weights.items() if w}, own_mask(eval_set),
+                            repeat_log_probability(eval_set, self.half_life), self.own_bonus,
+                            self.repeat_weight, self.candidates(eval_set))
 
     # ------------------------------------------------------------------ one customer
     def history(self, customer_id: int) -> pd.DataFrame:

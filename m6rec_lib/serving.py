@@ -55,7 +55,7 @@ from .models.gpt import GPT, GPTConfig, LayerCache
 from .text import serializer as ser
 
 __all__ = [
-    "Latency", "measure_latency", "ROLES", "Segment", "segments_from_tokens", "SegmentCache",
+    "Latency", "measure_latency", "compare_latency", "ROLES", "Segment", "segments_from_tokens", "SegmentCache",
     "SegmentedPairs", "segment_pairs", "RequestBatch", "ExitHead", "SegmentScorer", "train_scorer",
     "predict", "early_exit_weights", "share_layers", "magnitude_masks", "apply_masks", "sparsity",
     "save_pruned", "load_pruned", "quantize_rows", "dequantize_rows", "Int8Embedding", "quantize_int8",
@@ -127,6 +127,43 @@ def measure_latency(
                 fn(x)
                 samples.append(time.perf_counter() - start)
     return Latency(np.asarray(samples) * 1000.0)
+
+
+def compare_latency(
+    fns: Mapping[str, Callable[[Any], Any]],
+    inputs: Sequence[Any],
+    *,
+    warmup: int = 3,
+    seed: int = 0,
+) -> dict[str, Latency]:
+    """Time several functions on the same stream of inputs, interleaved.
+
+    After ``warmup`` untimed rounds (each function on each of the first ``warmup`` inputs), every
+    input is given to every function once, in a new random order per input, each call timed alone.
+    Interleaving makes a busy moment of the machine hit all functions alike, so their latencies
+    can be compared even on a shared computer. Functions see the inputs in stream order (a cache
+    inside one fills as it would in service). Returns name -> :class:`Latency`.
+    """
+    if not fns:
+        raise ValueError("give at least one function to time")
+    if len(inputs) == 0:
+        raise ValueError("inputs is empty: pass at least one request")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    names = list(fns)
+    rng = np.random.default_rng(seed)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for i in range(warmup):
+            for n in names:
+                fns[n](inputs[i % len(inputs)])
+        for x in inputs:
+            for j in rng.permutation(len(names)):
+                fn = fns[names[j]]
+                start = time.perf_counter()
+                fn(x)
+                samples[names[j]].append(time.perf_counter() - start)
+    return {n: Latency(np.asarray(v) * 1000.0) for n, v in samples.items()}
 
 
 # =============================================================================================

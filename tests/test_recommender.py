@@ -40,8 +40,8 @@ def world():
     pop = MostPop().fit(split.train_matrix)
     retriever = PopularRetriever(pop.popularity_)
     rec = rc.Recommender(split, lines, {"EASE": ease.score, "MostPop": pop.score},
-                         weights={"EASE": 1.0, "MostPop": 0.5}, repeat_weight=2.0, retriever=retriever,
-                         n_retrieve=8)
+                         weights={"EASE": 1.0, "MostPop": 0.5}, half_life=20.0, own_bonus=3.0, repeat_weight=1.0,
+                         retriever=retriever, n_retrieve=8)
     return lines, split, rec
 
 
@@ -53,18 +53,34 @@ def test_zscore_rows_standardises_each_row():
     assert z[0, 0] == 0
 
 
-def test_a_huge_repeat_weight_puts_own_products_first_in_buy_again_order(world):
+def test_repeat_log_probability_weights_recent_lines():
+    from m6rec_lib.data.evalset import EvalSet
+    import scipy.sparse as sp
+
+    es = EvalSet(users=np.array([0, 1]), targets=[np.array([1]), np.array([1])],
+                 history=sp.csr_matrix((2, 5)), sequences=[np.array([1, 2, 2, 3]), np.array([], dtype=np.int64)],
+                 moments=np.array(["2011-01-01", "2011-01-01"], dtype="datetime64[ns]"))
+    flat = rc.repeat_log_probability(es)
+    assert np.allclose(np.exp(flat[0, 1:4]), [0.25, 0.5, 0.25]) and (flat[1] == 0).all()
+    decayed = rc.repeat_log_probability(es, half_life=1.0)  # weights 1/8, 1/4, 1/2, 1 for the 4 lines
+    assert np.allclose(np.exp(decayed[0, 1:4]), np.array([1 / 8, 3 / 4, 1]) / (15 / 8))
+    assert rc.own_mask(es)[0].tolist() == [False, True, True, True, False]
+    with pytest.raises(ValueError):
+        rc.repeat_log_probability(es, half_life=0)
+
+
+def test_a_huge_own_bonus_puts_own_products_first_by_repeat_probability(world):
     _, split, rec = world
-    feats, repeat, cand = rec.features(split.test)
-    scores = rc.blend_scores(feats, rec.weights, repeat, 1e6, cand)
-    ba = BuyAgain().fit(split.train_matrix).score(split.test)
+    feats = rec.features(split.test)
+    own, logp = rc.own_mask(split.test), rc.repeat_log_probability(split.test)
+    scores = rc.blend_scores(feats, rec.weights, own, logp, own_bonus=1e6, repeat_weight=100.0)
     for row in range(len(split.test)):
-        own = np.flatnonzero(split.test.history[split.test.users[row]].toarray()[0] > 0)
-        if len(own) < 2:
+        mine = np.flatnonzero(own[row])
+        if len(mine) < 2:
             continue
-        top = np.argsort(-scores[row], kind="stable")[: len(own)]
-        assert set(top) == set(own)
-        assert list(top) == list(own[np.argsort(-ba[row, own], kind="stable")])
+        top = np.argsort(-scores[row], kind="stable")[: len(mine)]
+        assert set(top) == set(mine)
+        assert (np.diff(logp[row, top]) <= 1e-9).all()  # most bought first
 
 
 def test_candidates_are_retrieved_or_bought_before(world):
@@ -118,12 +134,24 @@ def test_clear_errors_and_the_cold_fallback(world):
 
 def test_tune_blend_picks_the_best_validation_setting(world):
     _, split, rec = world
-    feats, repeat, cand = rec.features(split.validation)
-    result = rc.tune_blend(feats, repeat, cand, split.validation, weight_grid=(0.0, 1.0), repeat_grid=(0.0, 2.0, 1000.0))
+    feats = rec.features(split.validation)
+    cand = rec.candidates(split.validation)
+    result = rc.tune_blend(feats, split.validation, cand, weight_grid=(0.0, 1.0), half_lives=(None, 20.0),
+                           own_bonus_grid=(0.0, 1000.0), repeat_weight_grid=(1.0,))
+    best_new = rc.blend_scores(feats, result.weights, candidates=cand)
     assert result.new_table["NDCG@10"].max() == pytest.approx(
-        evaluate(rc.blend_scores(feats, result.weights, candidates=cand), split.validation, ks=(10,),
-                 exclude_seen=True)["NDCG@10"])
-    assert result.repeat_weight in (0.0, 2.0, 1000.0)
+        evaluate(best_new, split.validation, ks=(10,), exclude_seen=True)["NDCG@10"])
+    assert len(result.all_table) == 4 and result.own_bonus in (0.0, 1000.0) and result.half_life in (None, 20.0)
     assert set(result.weights) == {"EASE", "MostPop"}
     with pytest.raises(KeyError):
         rc.blend_scores(feats, {"nope": 1.0})
+
+
+def test_impossible_settings_are_refused(world):
+    lines, split, rec = world
+    with pytest.raises(ValueError, match="weight"):
+        rc.Recommender(split, lines, rec.components, weights={"EASE": 0.0})
+    with pytest.raises(KeyError, match="unknown components"):
+        rc.Recommender(split, lines, rec.components, weights={"SASRec": 1.0})
+    with pytest.raises(ValueError, match="n_retrieve"):
+        rc.Recommender(split, lines, rec.components, weights={"EASE": 1.0}, n_retrieve=0)

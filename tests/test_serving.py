@@ -81,6 +81,15 @@ def test_measure_latency_warms_up_and_repeats():
         sv.measure_latency(lambda: None, repeats=0)
 
 
+def test_compare_latency_interleaves_calls_in_stream_order():
+    seen = {"a": [], "b": []}
+    lat = sv.compare_latency({"a": seen["a"].append, "b": seen["b"].append}, [1, 2, 3], warmup=1)
+    assert seen["a"] == [1, 1, 2, 3] and seen["b"] == [1, 1, 2, 3]
+    assert set(lat) == {"a", "b"} and all(len(v.samples_ms) == 3 for v in lat.values())
+    with pytest.raises(ValueError):
+        sv.compare_latency({}, [1])
+
+
 # ------------------------------------------------------------------------------ segments
 
 def test_segments_tokenize_back_to_the_history(world):
