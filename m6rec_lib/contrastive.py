@@ -24,6 +24,11 @@ from every logit, positive included: :func:`in_batch_log_q` computes it from tra
 **Alignment and uniformity** (Wang & Isola, ICML 2020) say what the loss achieves on the unit
 sphere: positive pairs close together (:func:`alignment`, lower is better) and all points spread out
 (:func:`uniformity`, lower is better).
+
+**CL4SRec** (Xie et al. 2022) uses the same loss for self-supervision: :func:`cl4srec_loss` adds
+``lambda * NT-Xent`` between two augmented views of each history (:mod:`m6rec_lib.augment`) to a
+sequence model's next-item cross-entropy, and :func:`train_cl4srec` trains notebook 05's SASRec
+with it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ __all__ = [
     "in_batch_log_q",
     "alignment",
     "uniformity",
+    "cl4srec_loss",
+    "train_cl4srec",
 ]
 
 
@@ -188,7 +195,7 @@ def info_nce_grad(
         return g @ keys / temperature, g.T @ queries / temperature
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 1.0, normalize: bool = True) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, normalize: bool = True) -> torch.Tensor:
     """The two-view contrastive loss of SimCLR and CL4SRec. Scalar.
 
     ``z1``, ``z2``: ``(n, d)`` two augmented views of the same ``n`` sequences. Each of the ``2n``
@@ -272,3 +279,118 @@ def uniformity(x: torch.Tensor, t: float = 2.0, max_points: int | None = 4096, s
         x = x[idx.to(x.device)]
     sq = torch.pdist(x.double()).pow(2)
     return float(torch.logsumexp(-t * sq, dim=0) - math.log(sq.numel()))
+
+
+# --------------------------------------------------------------------------------------------
+# CL4SRec: next-item cross-entropy + lambda * InfoNCE between two augmented views
+
+
+def cl4srec_loss(
+    model,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    rng: np.random.Generator,
+    cl_weight: float = 0.1,
+    temperature: float = 0.2,
+    **augment_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The joint objective of CL4SRec (Xie et al. 2022): ``CE + cl_weight * NT-Xent``.
+
+    ``model`` is a sequence model with ``loss(inputs, targets)`` (the next-item cross-entropy,
+    e.g. :class:`m6rec_lib.models.sasrec.SASRec`) and ``encode(inputs) -> (batch, seq_len, d)``.
+    ``inputs``, ``targets``: ``(batch, seq_len)`` training windows. Two views of ``inputs`` are drawn
+    with :func:`m6rec_lib.augment.two_views` (``augment_kwargs``: ``methods``, ``eta``, ``gamma``,
+    ``beta``, ``mask_id``); a sequence's representation is the state after its last position, and
+    the two views are compared by cosine similarity at ``temperature`` (CL4SRec uses dot products
+    at temperature 1; with cosines, which lie in [-1, 1], a lower temperature is needed). Targets
+    only enter the cross-entropy, on the original inputs. Returns ``(total, ce, cl)``.
+    """
+    from .augment import two_views
+
+    ce = model.loss(inputs, targets)
+    if cl_weight == 0:
+        return ce, ce, torch.zeros((), device=ce.device)
+    keep = (inputs != 0).sum(1) >= 2            # one-item windows have nothing to augment
+    if int(keep.sum()) < 2:
+        return ce, ce, torch.zeros((), device=ce.device)
+    v1, v2 = two_views(inputs[keep], rng, **augment_kwargs)
+    z1, z2 = model.encode(v1)[:, -1], model.encode(v2)[:, -1]
+    cl = nt_xent(z1, z2, temperature)
+    return ce + cl_weight * cl, ce, cl
+
+
+def train_cl4srec(
+    model,
+    train_sequences,
+    validation=None,
+    config=None,
+    *,
+    cl_weight: float = 0.1,
+    temperature: float = 0.2,
+    history_cap: int | None = None,
+    last_targets: int | None = None,
+    progress: bool = True,
+    **augment_kwargs,
+):
+    """Train a SASRec model in place with :func:`cl4srec_loss`; return the history (one row per epoch).
+
+    Same windows, batches, optimiser and early stopping (validation NDCG@10) as
+    :func:`m6rec_lib.models.sasrec.train_sasrec` with ``config`` (a ``TrainConfig``);
+    ``cl_weight=0`` is plain cross-entropy training on the same batches. ``history_cap``: train on
+    each customer's last ``history_cap`` items only; ``last_targets``: the cross-entropy only at the
+    last ``last_targets`` positions of each window (the full softmax is the expensive part; the
+    encoder still reads the whole window). The augmentation generator is seeded by
+    ``config.seed``. The history has ``ce`` and ``cl`` columns (epoch means of the two terms).
+    """
+    import pandas as pd
+
+    from .models.sasrec import TrainConfig, _validation_ndcg, make_windows
+    from .training import EarlyStopping, train_loop
+
+    config = config or TrainConfig()
+    if cl_weight < 0:
+        raise ValueError(f"cl_weight must be >= 0, got {cl_weight}")
+    seqs = [np.asarray(s)[-history_cap:] if history_cap else s for s in train_sequences]
+    inputs, targets = make_windows(seqs, model.config.max_len, getattr(config, "stride", None))
+    if last_targets is not None:
+        if last_targets < 1:
+            raise ValueError(f"last_targets must be >= 1 or None, got {last_targets}")
+        targets[:, :-last_targets] = 0
+        keep = (targets != 0).any(1)
+        inputs, targets = inputs[keep], targets[keep]
+    device = model.item_embedding.weight.device
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    parts: dict[str, list[float]] = {"ce": [], "cl": []}
+    epoch_parts: list[dict[str, float]] = []
+
+    def batches(epoch: int):
+        if parts["ce"]:
+            epoch_parts.append({k: float(np.mean(v)) for k, v in parts.items()})
+            parts["ce"].clear(), parts["cl"].clear()
+        order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        for s in range(0, len(order), config.batch_size):
+            idx = order[s:s + config.batch_size]
+            yield inputs[idx].to(device), targets[idx].to(device)
+
+    def step(batch):
+        total, ce, cl = cl4srec_loss(model, *batch, rng, cl_weight, temperature, **augment_kwargs)
+        parts["ce"].append(ce.item()), parts["cl"].append(cl.item())
+        return total
+
+    validate = None
+    if validation is not None:
+        validate = lambda: _validation_ndcg(model, validation, config.validation_view)  # noqa: E731
+    history = train_loop(
+        model, optimizer, batches, step, config.epochs,
+        validate=validate, monitor="NDCG@10" if validate else None,
+        early_stopping=EarlyStopping(patience=config.patience) if validate else None,
+        grad_clip=config.grad_clip, progress=progress, desc=f"CL4SRec (lambda={cl_weight})",
+    )
+    epoch_parts.append({k: float(np.mean(v)) for k, v in parts.items()})
+    attrs = dict(history.attrs)
+    history = pd.concat([history, pd.DataFrame(epoch_parts[:len(history)])], axis=1)
+    history.attrs.update(attrs)
+    history.attrs["n_windows"] = len(inputs)
+    return history

@@ -116,3 +116,31 @@ def test_errors_say_what_is_wrong():
     with pytest.raises(ValueError, match="at least 2"):
         nt_xent(q[:1], k[:1])
     assert math.isfinite(float(info_nce(q, k)))
+
+
+def test_cl4srec_joint_loss_and_training():
+    from m6rec_lib.contrastive import cl4srec_loss, train_cl4srec
+    from m6rec_lib.models.sasrec import SASRec, SASRecConfig, TrainConfig
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = SASRec(SASRecConfig(n_items=12, max_len=6, d_model=16, n_heads=2, n_layers=1, dropout=0.0))
+        inputs = torch.tensor([[0, 1, 2, 3, 4, 5], [0, 0, 6, 7, 8, 9], [3, 4, 5, 6, 7, 8], [0, 0, 0, 10, 11, 12]])
+        targets = torch.tensor([[0, 2, 3, 4, 5, 6], [0, 0, 7, 8, 9, 10], [4, 5, 6, 7, 8, 9], [0, 0, 0, 11, 12, 1]])
+        before = inputs.clone()
+        total, ce, cl = cl4srec_loss(model, inputs, targets, np.random.default_rng(0), cl_weight=0.5, temperature=0.5)
+        assert torch.allclose(ce, model.loss(inputs, targets)) and cl > 0
+        assert torch.allclose(total, ce + 0.5 * cl)
+        assert torch.equal(inputs, before)                                   # views are copies
+        plain, ce0, cl0 = cl4srec_loss(model, inputs, targets, np.random.default_rng(0), cl_weight=0.0)
+        assert torch.allclose(plain, ce0) and cl0 == 0
+        seqs = [np.arange(1, 13), np.arange(12, 0, -1), np.array([3, 5, 7, 9, 11]), np.array([2, 4, 6, 8])]
+        history = train_cl4srec(model, seqs, None, TrainConfig(epochs=2, batch_size=2), cl_weight=0.1,
+                                temperature=0.5, last_targets=3, progress=False)
+        assert list(history["epoch"]) == [1, 2] and (history["cl"] > 0).all() and (history["ce"] > 0).all()
+        with pytest.raises(ValueError, match="cl_weight"):
+            train_cl4srec(model, seqs, None, cl_weight=-1.0, progress=False)
+    finally:
+        torch.set_num_threads(previous)
