@@ -1,0 +1,708 @@
+"""SASRec: a causal transformer over item-ID sequences, trained with full softmax cross-entropy.
+
+The ID-based generative recommender of notebook 05 (Kang & McAuley, ICDM 2018), trained the way
+Klenitskiy & Vasilev (RecSys 2023) showed works best: a softmax over the **whole catalogue** at
+**every position** of the sequence (notebook 02's cross-entropy), instead of the original paper's
+one sampled negative with a binary loss.
+
+Reading order
+-------------
+1. :class:`SASRecConfig` -- the sizes.
+2. :class:`CausalSelfAttentionBlock` -- pre-norm self-attention + feed-forward, each position sees
+   itself and the real (non-padding) items before it.
+3. :class:`SASRec` -- embeddings, blocks, and the output layer that scores every item with the
+   (shared) item embedding table: ``logits = h @ E.T``.
+4. :meth:`SASRec.loss` -- full softmax CE over items ``1..n_items`` at every non-padding target.
+5. :func:`train_sasrec` -- windows, mini-batches, Adam, early stopping on validation NDCG@10.
+6. :func:`load_or_train_sasrec` -- the same, cached in ``cache_dir()`` by configuration and split,
+   so later notebooks reuse the encoder without retraining.
+
+Conventions: item IDs ``1..n_items``, ``0`` = padding, sequences left-padded (the most recent item
+is in the last column), score matrices ``(n, n_items + 1)`` with column 0 = padding (``-inf``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from m6rec_lib.data.indexing import PAD_ID
+from m6rec_lib.data.sequences import pad_left, training_windows
+
+if TYPE_CHECKING:
+    from m6rec_lib.data.evalset import EvalSet
+    from m6rec_lib.data.splits import Split
+
+__all__ = [
+    "SASRecConfig",
+    "TrainConfig",
+    "CausalSelfAttentionBlock",
+    "ChunkedSoftmaxCrossEntropy",
+    "full_softmax_cross_entropy",
+    "SASRec",
+    "train_sasrec",
+    "load_or_train_sasrec",
+    "basket_ids",
+    "TrainingWindows",
+    "build_training_windows",
+    "basket_loss",
+    "split_fingerprint",
+    "count_parameters",
+    "training_flops",
+]
+
+
+# =============================================================================================
+# configuration
+# =============================================================================================
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """The model's sizes.
+
+    ``n_items``: real items (IDs ``1..n_items``). ``max_len``: the longest history the model reads
+    (older items are cut). ``d_model``: embedding width; ``n_heads`` must divide it. ``d_ff``:
+    feed-forward width (default ``4 * d_model``). ``dropout``: on embeddings, attention outputs and
+    feed-forward outputs. ``tie_output``: score items with the input item embeddings (SASRec's
+    choice) or with a separate output table; ``output_bias``: add a learned score per item (its
+    popularity, in effect).
+    """
+
+    n_items: int
+    max_len: int = 50
+    d_model: int = 64
+    n_heads: int = 2
+    n_layers: int = 2
+    d_ff: int | None = None
+    dropout: float = 0.2
+    tie_output: bool = True
+    output_bias: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        for name in ("max_len", "d_model", "n_heads", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick n_heads "
+                "among the divisors of d_model (e.g. 1, 2 or 4 for d_model=64)"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def ff_width(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the model is trained (see :func:`train_sasrec`).
+
+    The loss is ``next_item_weight * L_item + next_basket_weight * L_basket``:
+
+    - ``L_item``, the classic SASRec objective: at **every** position, the full-softmax
+      cross-entropy of the next item (the next purchase line);
+    - ``L_basket``: at the last line of every basket that has a next basket in the training data,
+      the full-softmax cross-entropy against the next basket's items as a uniform target
+      distribution (notebook 02's basket loss). This is the question the course's evaluation asks.
+
+    ``new_items_only``: both targets only count items the customer had not bought before (repeats
+    are left to Buy-Again; see :mod:`m6rec_lib.mixture`). ``shuffle_within_baskets``: every epoch,
+    reorder the lines inside each basket at random (they share one timestamp, so their order carries
+    no time information). ``epochs`` is the maximum; training stops after ``patience`` epochs
+    without a better validation NDCG@10 (on ``validation_view``: ``"new"`` or ``"all"`` items) and
+    keeps the best epoch's weights. ``batch_size`` counts windows of ``max_len`` lines; windows of
+    similar length are batched together and the padding columns they share are cut off.
+    ``precision``: ``"fp32"``, ``"bf16"`` (matrix products in bfloat16, sums and softmax in
+    float32) or ``"auto"`` (bf16 where this CPU multiplies bfloat16 matrices clearly faster,
+    :func:`m6rec_lib.pretraining.pick_precision`).
+    """
+
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    grad_clip: float | None = 1.0
+    next_item_weight: float = 1.0
+    next_basket_weight: float = 0.0
+    new_items_only: bool = False
+    shuffle_within_baskets: bool = False
+    validation_view: str = "new"
+    precision: str = "fp32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
+            raise ValueError("epochs and batch_size must be >= 1 and patience >= 0")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.next_item_weight < 0 or self.next_basket_weight < 0 or \
+                self.next_item_weight + self.next_basket_weight == 0:
+            raise ValueError("the loss weights must be >= 0 and not both 0; e.g. next_item_weight=1.0")
+        if self.validation_view not in ("all", "new"):
+            raise ValueError(f"validation_view must be 'all' or 'new', got {self.validation_view!r}")
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def training_flops(config: SASRecConfig, n_positions: int, n_targets: int, seq_len: int | None = None) -> int:
+    """Floating-point operations of one training step (2 per multiply-add; backward = 2 x forward).
+
+    ``n_positions``: sequence positions run through the transformer (batch x seq_len, padding
+    included: it is computed too); ``n_targets``: positions with a target (the output layer and
+    the softmax only run there). Per position and layer: Q/K/V and output projections
+    ``2 * 4 d^2``, the feed-forward ``2 * 2 d d_ff``, attention scores and weighted values
+    ``2 * 2 d L`` (the masked ``L x L`` product is computed in full). Per target: ``2 d n_items``.
+    """
+    d, L = config.d_model, seq_len or config.max_len
+    per_position = config.n_layers * (2 * 4 * d * d + 2 * 2 * d * config.ff_width + 2 * 2 * d * L)
+    forward = n_positions * per_position + n_targets * 2 * d * config.n_items
+    return 3 * forward
+
+
+# =============================================================================================
+# the loss: full softmax cross-entropy, computed chunk by chunk
+# =============================================================================================
+
+class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``softmax(hidden @ weight.T)`` without storing the logits.
+
+    ``hidden``: ``(n, d)`` sequence states, ``weight``: ``(n_classes, d)`` class embeddings,
+    ``targets``: ``(n,)`` class indices. The plain version, ``F.cross_entropy(hidden @ weight.T,
+    targets)``, writes an ``(n, n_classes)`` matrix (here ~6k x 4.5k floats = 115 MB per batch) and
+    reads it back several times; on a CPU that memory traffic, not the arithmetic, is the cost.
+
+    Notebook 02's gradient makes a better way possible: with ``p = softmax(logits)`` and ``y`` the
+    one-hot target, ``dL/dlogits = (p - y) / n``, hence ``dL/dhidden = (p - y) @ weight / n`` and
+    ``dL/dweight = (p - y).T @ hidden / n``. So the forward pass goes through the rows in chunks
+    of ``chunk_size``, computes each chunk's logits, loss and both gradients while the chunk is
+    still in the cache, and keeps only the gradients (``(n, d)`` and ``(n_classes, d)``).
+    Backward just scales them. The result equals the plain version (a test checks it).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                chunk_size: int = 512, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
+        n = hidden.shape[0]
+        need_grad = any(ctx.needs_input_grad[:3])
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros_like(weight) if need_grad else None
+        grad_bias = torch.zeros_like(bias) if need_grad else None
+        total = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+        mm = matmul_dtype or hidden.dtype            # the products' input type (bfloat16 is faster on some CPUs)
+        hidden_mm, weight_mm = hidden.to(mm), weight.to(mm)
+        for start in range(0, n, chunk_size):
+            h, t = hidden_mm[start:start + chunk_size], targets[start:start + chunk_size]
+            rows = torch.arange(len(t), device=hidden.device)
+            logits = (h @ weight_mm.T).to(hidden.dtype) + bias             # (chunk, n_classes)
+            log_z = torch.logsumexp(logits, dim=1)                         # (chunk,)
+            total += (log_z - logits[rows, t]).sum()                       # sum of -log p(target)
+            if need_grad:
+                g = logits.sub_(log_z[:, None]).exp_()                     # p, in place
+                g[rows, t] -= 1.0                                          # p - y
+                grad_bias += g.sum(dim=0)
+                g = g.to(mm)
+                grad_hidden[start:start + chunk_size] = g @ weight_mm
+                grad_weight += (g.T @ h).to(weight.dtype)
+        if need_grad:
+            ctx.save_for_backward(grad_hidden / n, grad_weight / n, grad_bias / n)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_weight * grad_output, grad_bias * grad_output, None, None, None
+
+
+def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                               bias: torch.Tensor | None = None, chunk_size: int = 512) -> torch.Tensor:
+    """``F.cross_entropy(hidden @ weight.T + bias, targets)`` computed in chunks.
+
+    ``hidden`` (n, d), ``weight`` (C, d), ``targets`` (n,) class indices, ``bias`` (C,) or None
+    -> scalar. Inside ``torch.autocast("cpu", dtype=torch.bfloat16)`` the three matrix products
+    take bfloat16 inputs; the softmax and the sums stay in float32.
+    """
+    if hidden.shape[0] == 0:
+        raise ValueError("no target to compute the loss on")
+    matmul_dtype = None
+    if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        matmul_dtype = torch.get_autocast_dtype("cpu")
+    if hidden.dtype in (torch.bfloat16, torch.float16):      # autocast's output: back to float32
+        hidden = hidden.float()
+    if bias is None:
+        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    with torch.autocast("cpu", enabled=False):
+        return ChunkedSoftmaxCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, matmul_dtype)
+
+
+# =============================================================================================
+# the model
+# =============================================================================================
+
+def attention_mask(inputs: torch.Tensor) -> torch.Tensor:
+    """(batch, seq_len) item IDs -> (batch, 1, seq_len, seq_len) bool, True = may attend.
+
+    Position ``i`` attends to positions ``j <= i`` that hold a real item (causal + key padding),
+    and always to itself, so that no row is empty (padding rows only see themselves; their outputs
+    are never used).
+    """
+    seq_len = inputs.shape[1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=inputs.device).tril()
+    real_key = (inputs != PAD_ID)[:, None, None, :]                       # (b, 1, 1, L)
+    itself = torch.eye(seq_len, dtype=torch.bool, device=inputs.device)
+    return (causal & real_key) | itself                                  # (b, 1, L, L)
+
+
+class CausalSelfAttentionBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + ffn(LN(x))``.
+
+    ``(batch, seq_len, d_model) -> (batch, seq_len, d_model)``.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.attn_dropout = dropout
+
+    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Multi-head attention: ``(b, L, d)``, mask ``(b, 1, L, L)`` -> ``(b, L, d)``."""
+        b, L, d = x.shape
+        q, k, v = self.qkv(x).view(b, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(                    # softmax(q k^T / sqrt(d_h)) v
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(b, L, d))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attention(self.norm1(x), mask))
+        return x + self.dropout(self.ff(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    """Item IDs in, a next-item score for every catalogue item out, at every position.
+
+    ``encode``: ``(batch, seq_len)`` left-padded item IDs -> ``(batch, seq_len, d_model)``, where
+    the state at position ``t`` has read items ``0..t``. ``item_logits``: ``(..., d_model)`` ->
+    ``(..., n_items + 1)`` with column 0 (padding) at ``-inf``. The output layer reuses the input
+    item embeddings (weight tying): an item's score is the dot product of the sequence state and
+    its embedding.
+    """
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.item_embedding = nn.Embedding(c.n_items + 1, c.d_model, padding_idx=PAD_ID)
+        self.position_embedding = nn.Embedding(c.max_len, c.d_model)
+        self.dropout = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            CausalSelfAttentionBlock(c.d_model, c.n_heads, c.ff_width, c.dropout) for _ in range(c.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(c.d_model)
+        self.output_embedding = None if c.tie_output else nn.Embedding(c.n_items + 1, c.d_model)
+        self.output_bias = nn.Parameter(torch.zeros(c.n_items + 1)) if c.output_bias else None
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+    # ---------------------------------------------------------------- forward pieces
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq_len)`` item IDs -> ``(batch, seq_len, d_model)`` sequence states."""
+        if inputs.dim() != 2:
+            raise ValueError(f"inputs must be (batch, seq_len) item IDs, got shape {tuple(inputs.shape)}")
+        L = inputs.shape[1]
+        if L > self.config.max_len:
+            raise ValueError(f"sequences of length {L} exceed max_len={self.config.max_len}; "
+                             "cut them with m6rec_lib.data.pad_left(sequences, max_len)")
+        # positions count from the right: the most recent item always has position max_len - 1
+        positions = torch.arange(self.config.max_len - L, self.config.max_len, device=inputs.device)
+        x = self.item_embedding(inputs) * math.sqrt(self.config.d_model) + self.position_embedding(positions)
+        x = self.dropout(x)
+        mask = attention_mask(inputs)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.final_norm(x)
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The items' output vectors ``(n_items, d)`` and biases ``(n_items,)`` (or None), padding left out."""
+        table = self.item_embedding if self.output_embedding is None else self.output_embedding
+        bias = None if self.output_bias is None else self.output_bias[1:]
+        return table.weight[1:], bias
+
+    def item_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``(..., d_model)`` -> ``(..., n_items + 1)`` scores, column 0 = ``-inf``."""
+        weight, bias = self.output_layer()
+        logits = states @ weight.T
+        if bias is not None:
+            logits = logits + bias
+        pad = torch.full((*logits.shape[:-1], 1), float("-inf"), dtype=logits.dtype, device=logits.device)
+        return torch.cat([pad, logits], dim=-1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq_len)`` -> ``(batch, n_items + 1)``: next-item scores after the last position."""
+        return self.item_logits(self.encode(inputs)[:, -1])
+
+    # ---------------------------------------------------------------- training objective
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean full-softmax cross-entropy over every non-padding target.
+
+        ``inputs``, ``targets``: ``(batch, seq_len)``; ``targets[b, t]`` is the item after
+        ``inputs[b, t]`` (``0`` = no target there). The softmax runs over items ``1..n_items``
+        (padding is not a class), and logits are only computed where there is a target.
+        """
+        states = self.encode(inputs)
+        keep = targets != PAD_ID
+        if not keep.any():
+            raise ValueError("the batch has no target; every row is padding")
+        h = states[keep]                                              # (n_targets, d)
+        # = F.cross_entropy(h @ E[1:].T, targets - 1), without the (n_targets, n_items) matrix
+        weight, bias = self.output_layer()
+        return full_softmax_cross_entropy(h, weight, targets[keep] - 1, bias)
+
+    # ---------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def score_sequences(self, sequences: Sequence[np.ndarray], batch_size: int = 512) -> torch.Tensor:
+        """``n`` item-ID sequences (oldest first) -> ``(n, n_items + 1)`` next-item logits.
+
+        Only the last ``max_len`` items of each sequence are read. An empty sequence gets the
+        scores of a sequence of padding (a popularity-like prior the model learned).
+        """
+        was_training = self.training
+        self.eval()
+        device = self.item_embedding.weight.device
+        padded = torch.as_tensor(pad_left(list(sequences), self.config.max_len))
+        out = [self(padded[s:s + batch_size].to(device)).cpu() for s in range(0, len(padded), batch_size)]
+        self.train(was_training)
+        if not out:
+            return torch.empty(0, self.config.n_items + 1)
+        return torch.cat(out)
+
+    def score(self, eval_set: "EvalSet", batch_size: int = 512) -> torch.Tensor:
+        """Scores for the evaluator: ``(len(eval_set), n_items + 1)`` from ``eval_set.sequences``."""
+        if eval_set.n_items != self.config.n_items:
+            raise ValueError(
+                f"the eval set has {eval_set.n_items} items but the model was built for "
+                f"{self.config.n_items}; score an eval set of the split the model was trained on"
+            )
+        return self.score_sequences(eval_set.sequences, batch_size)
+
+
+# =============================================================================================
+# training
+# =============================================================================================
+
+def make_windows(sequences: Sequence[np.ndarray], max_len: int, stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classic SASRec windows (:func:`m6rec_lib.data.training_windows`): ``(n_windows, max_len)``
+    inputs and next-item targets, 0 = no target."""
+    inputs, targets = training_windows(sequences, max_len, min_len=2, stride=stride)
+    return torch.as_tensor(inputs), torch.as_tensor(targets)
+
+
+def basket_ids(split: "Split") -> list[np.ndarray]:
+    """Per user row, the basket (invoice) number of each line of ``split.train_sequences``.
+
+    Aligned with ``split.train_sequences`` (same lines, same order): ``basket_ids(split)[u][t]`` is
+    the basket of the ``t``-th training line of user ``u``. In the invoice-sequence protocol every
+    sequence is one invoice, so each row is constant.
+    """
+    from m6rec_lib.data.splits import group_sequences
+
+    codes = pd.factorize(split.train["invoice"])[0] + 1                  # 0 would read as padding
+    out = group_sequences(split.train["user"].to_numpy(), codes, split.n_users)
+    if [len(b) for b in out] != [len(s) for s in split.train_sequences]:
+        raise ValueError("split.train and split.train_sequences disagree; rebuild the split")
+    return out
+
+
+@dataclass
+class TrainingWindows:
+    """One epoch of training data.
+
+    ``inputs``: ``(n_windows, max_len)`` left-padded item IDs; ``next_items``: the same shape, the
+    item after each input (0 = no target). ``basket_targets``: rows ``(window, position, item,
+    weight)`` of an int/float array ``(n, 4)``: at ``inputs[window, position]`` (the last line of a
+    basket) the next basket's item ``item`` has target probability ``weight``.
+    """
+
+    inputs: torch.Tensor
+    next_items: torch.Tensor
+    basket_targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def build_training_windows(
+    sequences: Sequence[np.ndarray],
+    baskets: Sequence[np.ndarray] | None,
+    max_len: int,
+    new_items_only: bool = False,
+    rng: np.random.Generator | None = None,
+) -> TrainingWindows:
+    """Cut every sequence into windows of ``max_len`` lines, from its end, with both kinds of target.
+
+    ``baskets``: per sequence, the basket number of each line (:func:`basket_ids`); ``None`` means
+    each sequence is one basket. With ``rng`` the lines inside each basket are shuffled first.
+    ``new_items_only``: a target (next item or next-basket item) counts only where it is the
+    customer's first purchase of the item.
+    Windows do not overlap, so every line is an input once per epoch; each window's first lines
+    see only the window (as in SASRec). Sequences of one line are skipped.
+    """
+    inputs, next_items, rows = [], [], []
+    for idx, seq in enumerate(sequences):
+        seq = np.asarray(seq, dtype=np.int64)
+        if len(seq) < 2:
+            continue
+        bask = np.zeros(len(seq), dtype=np.int64) if baskets is None else np.asarray(baskets[idx])
+        starts = np.flatnonzero(np.r_[True, bask[1:] != bask[:-1]])      # first line of each basket
+        ends = np.r_[starts[1:], len(seq)]                                 # one past its last line
+        if rng is not None:
+            seq = np.concatenate([seq[a:b][rng.permutation(b - a)] for a, b in zip(starts, ends)])
+        # a line is "new" when it is the customer's first purchase of that item
+        first_seen = np.zeros(len(seq), dtype=bool)
+        first_seen[np.unique(seq, return_index=True)[1]] = True
+        nxt = np.r_[seq[1:], PAD_ID]                                       # the last line has no next item
+        if new_items_only:
+            nxt = np.where(np.r_[first_seen[1:], False], nxt, PAD_ID)
+        # next-basket targets: position of each basket's last line -> the next basket's items
+        basket_targets: dict[int, np.ndarray] = {}
+        for b in range(len(starts) - 1):
+            a, e = starts[b + 1], ends[b + 1]
+            items = seq[a:e][first_seen[a:e]] if new_items_only else seq[a:e]
+            if len(items):
+                basket_targets[ends[b] - 1] = np.unique(items)
+        end = len(seq)
+        while end > 0:
+            start = max(0, end - max_len)
+            window = len(inputs)
+            x = np.zeros(max_len, dtype=np.int64)
+            y = np.zeros(max_len, dtype=np.int64)
+            x[max_len - (end - start):] = seq[start:end]
+            y[max_len - (end - start):] = nxt[start:end]
+            inputs.append(x)
+            next_items.append(y)
+            for pos in range(start, end):
+                items = basket_targets.get(pos)
+                if items is not None:
+                    col = max_len - (end - pos)
+                    rows.extend((window, col, int(i), 1.0 / len(items)) for i in items)
+            end = start
+    if not inputs:
+        raise ValueError("no sequence has at least 2 lines: nothing to train on")
+    return TrainingWindows(torch.as_tensor(np.stack(inputs)), torch.as_tensor(np.stack(next_items)),
+                           np.array(rows, dtype=np.float64).reshape(-1, 4))
+
+
+def basket_loss(model: "SASRec", states: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
+    """Mean cross-entropy of the next-basket target distributions.
+
+    ``states``: ``(batch, max_len, d)``; ``targets``: ``(n, 4)`` rows ``(window in the batch,
+    position, item, weight)`` (see :class:`TrainingWindows`). For each distinct (window, position)
+    ``r`` with target distribution ``q_r``: ``-sum_j q_rj log softmax(h_r @ E.T)_j``, softmax over
+    items ``1..n_items``.
+    """
+    keys = targets[:, 0].astype(np.int64) * states.shape[1] + targets[:, 1].astype(np.int64)
+    unique_keys, row_of = np.unique(keys, return_inverse=True)
+    h = states.reshape(-1, states.shape[-1])[torch.as_tensor(unique_keys)]          # (r, d)
+    log_p = torch.log_softmax(model.item_logits(h)[:, 1:], dim=1)                    # (r, n_items)
+    q = torch.zeros_like(log_p)
+    q[torch.as_tensor(row_of), torch.as_tensor(targets[:, 2].astype(np.int64) - 1)] = \
+        torch.as_tensor(targets[:, 3], dtype=log_p.dtype)
+    return -(q * log_p).sum(dim=1).mean()
+
+
+def _validation_ndcg(model: SASRec, eval_set: "EvalSet", view: str) -> dict[str, float]:
+    from m6rec_lib.metrics import evaluate
+
+    result = evaluate(model.score(eval_set), eval_set, ks=(10,), exclude_seen=(view == "new"))
+    return {"NDCG@10": result["NDCG@10"], "Recall@10": result["Recall@10"]}
+
+
+def train_sasrec(
+    model: SASRec,
+    train_sequences: Sequence[np.ndarray],
+    validation: "EvalSet | None",
+    config: TrainConfig = TrainConfig(),
+    baskets: Sequence[np.ndarray] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``model`` in place; return the history (one row per epoch).
+
+    ``train_sequences``: item-ID arrays, oldest first; ``baskets``: the basket number of each of
+    their lines (:func:`basket_ids`; ``None``: each sequence is one basket). Every epoch builds
+    the windows (:func:`build_training_windows`, reshuffled inside baskets when the configuration
+    asks), visits them in a seeded random order in batches of ``config.batch_size``, and minimises
+    the weighted sum of :meth:`SASRec.loss` (next item, every position) and :func:`basket_loss`
+    with Adam. With ``validation``, NDCG@10 on ``config.validation_view`` picks the best epoch.
+    The history's ``attrs`` hold ``n_windows``, ``n_positions``, ``n_item_targets`` and
+    ``n_basket_targets`` per epoch (for throughput numbers).
+    """
+    from m6rec_lib.training import EarlyStopping, train_loop
+
+    device = model.item_embedding.weight.device
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    precision = config.precision
+    if precision == "auto":
+        from m6rec_lib.pretraining import pick_precision
+
+        precision = pick_precision("auto")
+    fixed = None if config.shuffle_within_baskets else build_training_windows(
+        train_sequences, baskets, model.config.max_len, config.new_items_only)
+    sizes: dict[str, int] = {}
+
+    def batches(epoch: int):
+        rng = np.random.default_rng([config.seed, epoch])
+        data = fixed if fixed is not None else build_training_windows(train_sequences, baskets, model.config.max_len,
+                                                                      config.new_items_only, rng=rng)
+        lengths = (data.inputs != PAD_ID).sum(dim=1).numpy()
+        sizes.update(n_windows=len(data), n_positions=int(lengths.sum()),
+                     n_item_targets=int((data.next_items != PAD_ID).sum()),
+                     n_basket_targets=len(np.unique(data.basket_targets[:, :2], axis=0)))
+        window_of_row = data.basket_targets[:, 0].astype(np.int64)
+        for idx in _length_buckets(lengths, config.batch_size, rng):
+            # cut the padding columns the whole batch shares (positions still count from the right)
+            width = int(lengths[idx].max())
+            cut = model.config.max_len - width
+            # the basket targets of these windows, renumbered to their place in the batch
+            place = np.full(len(data), -1)
+            place[idx] = np.arange(len(idx))
+            rows = data.basket_targets[place[window_of_row] >= 0].copy()
+            rows[:, 0] = place[rows[:, 0].astype(np.int64)]
+            rows[:, 1] -= cut
+            yield data.inputs[idx, cut:].to(device), data.next_items[idx, cut:].to(device), rows
+
+    def step(batch) -> torch.Tensor:
+        inputs, next_items, rows = batch
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            states = model.encode(inputs)
+            loss = torch.zeros((), device=device)
+            keep = next_items != PAD_ID
+            if config.next_item_weight > 0 and keep.any():
+                weight, bias = model.output_layer()
+                loss = loss + config.next_item_weight * full_softmax_cross_entropy(
+                    states[keep], weight, next_items[keep] - 1, bias)
+            if config.next_basket_weight > 0 and len(rows):
+                loss = loss + config.next_basket_weight * basket_loss(model, states.float(), rows)
+        return loss
+
+    validate = None
+    if validation is not None:
+        validate = lambda: _validation_ndcg(model, validation, config.validation_view)  # noqa: E731
+    with _no_memory_fill():
+        history = train_loop(
+            model, optimizer, batches, step, config.epochs,
+            validate=validate, monitor="NDCG@10" if validate else None,
+            early_stopping=EarlyStopping(patience=config.patience) if validate else None,
+            grad_clip=config.grad_clip, progress=progress, desc="SASRec",
+        )
+    history.attrs.update(sizes, precision=precision)
+    return history
+
+
+def _length_buckets(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                    pool: int = 50) -> list[np.ndarray]:
+    """Window indices in batches of similar length, in a random order.
+
+    Windows are shuffled, every ``pool * batch_size`` of them sorted by length and cut into
+    batches, and the batches shuffled: little padding per batch, and still a random order.
+    """
+    order = rng.permutation(len(lengths))
+    out = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = order[start:start + pool * batch_size]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+class _no_memory_fill:
+    """Deterministic mode (``seed_everything``) fills every new tensor with NaN to expose reads
+    of uninitialised memory; that costs ~40% of a training step here and changes no result."""
+
+    def __enter__(self):
+        self.before = torch.utils.deterministic.fill_uninitialized_memory
+        torch.utils.deterministic.fill_uninitialized_memory = False
+
+    def __exit__(self, *exc):
+        torch.utils.deterministic.fill_uninitialized_memory = self.before
+
+
+# =============================================================================================
+# caching by configuration
+# =============================================================================================
+
+def split_fingerprint(split: "Split") -> str:
+    """A short hash of what a model trained on ``split`` saw: its name, sizes and training sequences.
+
+    Two splits with the same fingerprint give the same training data, so a cached model is valid.
+    """
+    h = hashlib.sha256()
+    h.update(f"{split.name}|{split.n_users}|{split.n_items}|{len(split.validation)}".encode())
+    for seq in split.train_sequences:
+        h.update(np.asarray(seq, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+def load_or_train_sasrec(
+    split: "Split",
+    model_config: dict[str, Any] | None = None,
+    train_config: TrainConfig | dict[str, Any] | None = None,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+) -> tuple[SASRec, dict[str, Any]]:
+    """The trained SASRec for ``split`` and these configurations, from the cache or trained now.
+
+    ``model_config``: keyword arguments of :class:`SASRecConfig` except ``n_items`` (taken from the
+    split). ``train_config``: a :class:`TrainConfig` or its keyword arguments. The weights are cached
+    in ``cache_dir()`` under a name that hashes both configurations and the split's fingerprint.
+    Returns ``(model in eval mode, meta)`` with ``meta["history"]`` (one dict per epoch),
+    ``meta["cached"]`` and ``meta["train_seconds"]``.
+    """
+    from m6rec_lib.seeding import seed_everything
+    from m6rec_lib.training import cached_model
+
+    mcfg = SASRecConfig(n_items=split.n_items, **(model_config or {}))
+    tcfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig(**(train_config or {}))
+    key = {"model": asdict(mcfg), "train": asdict(tcfg), "split": split_fingerprint(split)}
+    seed_everything(tcfg.seed)
+    model = SASRec(mcfg)
+
+    def train(m: SASRec) -> pd.DataFrame:
+        return train_sasrec(m, split.train_sequences, split.validation, tcfg, basket_ids(split), progress=progress)
+
+    model, meta = cached_model("sasrec", key, model, train, rebuild=rebuild)
+    model.eval()
+    return model, meta

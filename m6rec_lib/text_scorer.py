@@ -1,0 +1,172 @@
+"""M6-Rec's zero-shot scorer: rank products by how likely a language model finds their text.
+
+A customer's history is written as text ending in " Now buys" (the *prefix*, see
+:mod:`m6rec_lib.text.serializer`), and each candidate product is the continuation
+``" " + description``. The pretrained GPT of notebook 04 gives every continuation ``c`` with tokens
+``c_1..c_m`` the log-likelihood ``sum_t log p(c_t | prefix, c_<t)``; dividing by ``m`` gives the
+**length-normalised** score, so that long descriptions are not punished for having more tokens:
+
+    score(c) = (1 / m) * sum_{t=1..m} log p(c_t | prefix, c_<t)
+
+Scoring all ~4.5k products for every customer costs ~4.5k short forward passes per customer. The
+course therefore uses the LM as a **second stage**: a cheap first stage (an ID model or a baseline)
+proposes its top-N candidates, and only those are scored with text (:meth:`TextReranker.rerank`).
+The prefix of a customer is run once and its key/value cache shared by all its candidates
+(:meth:`m6rec_lib.models.gpt.GPT.score_continuations`), and each product's tokens are computed once.
+
+Reading order: :func:`history_prefixes` (customers -> token prefixes), :class:`TextReranker`
+(candidate tokens, :meth:`~TextReranker.candidate_scores`, :meth:`~TextReranker.rerank`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from m6rec_lib.data import DataError
+from m6rec_lib.text import serializer as ser
+
+if TYPE_CHECKING:
+    from m6rec_lib.data.evalset import EvalSet
+    from m6rec_lib.models.gpt import GPT
+    from m6rec_lib.text.tokenizer import BehaviourTokenizer
+
+__all__ = ["history_prefixes", "first_stage_candidates", "TextReranker"]
+
+
+def history_prefixes(
+    lines: pd.DataFrame,
+    customer_ids: Sequence[int],
+    moments: Sequence,
+    tokenizer: "BehaviourTokenizer",
+    context_length: int,
+    reserve: int,
+    descriptions: dict[str, str] | None = None,
+) -> list[list[int]]:
+    """Token prefixes ``[<bos>] + history text + " Now buys"``, one per (customer, moment).
+
+    ``lines``: cleaned purchase lines with a ``customer_id`` column (more than needed is fine: only
+    lines strictly before each moment are written). ``reserve`` tokens are kept free for the
+    longest candidate, so ``len(prefix) + reserve <= context_length``; the oldest lines are
+    dropped first (the profile then says how many). Returns n lists of token IDs.
+    """
+    if len(customer_ids) != len(moments):
+        raise ValueError(f"{len(customer_ids)} customers but {len(moments)} moments; pass one moment per customer")
+    if reserve < 1 or reserve >= context_length - 8:
+        raise ValueError(f"reserve={reserve} leaves no room for a history in a context of {context_length}")
+    wanted = set(int(c) for c in customer_ids)
+    mine = lines[lines["customer_id"].isin(wanted)]
+    histories = ser.customer_histories(mine, descriptions)
+    prefixes = []
+    for cid, moment in zip(customer_ids, moments):
+        if int(cid) not in histories:
+            raise DataError(f"customer {cid} has no line in `lines`; pass the cleaned lines the split was built from")
+        country, invoices = histories[int(cid)]
+        history = ser.history_from_invoices(
+            invoices, pd.Timestamp(moment), country, max_length=context_length - 1,
+            length=tokenizer.count, reserve=reserve,
+        )
+        prefixes.append(tokenizer.encode_pieces(history.pieces, bos=True))
+    return prefixes
+
+
+def first_stage_candidates(
+    scores: np.ndarray | torch.Tensor, n: int, exclude: sp.csr_matrix | None = None
+) -> np.ndarray:
+    """The ``n`` best items of each row of a first-stage score matrix.
+
+    ``scores``: ``(b, n_items + 1)`` (column 0 = padding, never a candidate). ``exclude``: optional
+    ``(b, n_items + 1)`` matrix whose non-zeros are left out (e.g. the customers' histories, for
+    the "new to the customer" view). Returns ``(b, n)`` item IDs, best first (ties: lower ID).
+    """
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float64)).clone()
+    if s.dim() != 2:
+        raise ValueError(f"scores must be (b, n_items + 1), got shape {tuple(s.shape)}")
+    s[:, 0] = float("-inf")
+    if exclude is not None:
+        coo = sp.coo_matrix(exclude)
+        keep = coo.data > 0
+        s[torch.as_tensor(coo.row[keep], dtype=torch.int64), torch.as_tensor(coo.col[keep], dtype=torch.int64)] = float("-inf")
+    if not 1 <= n <= s.shape[1] - 1:
+        raise ValueError(f"n must be in 1..{s.shape[1] - 1}, got {n}")
+    # stable sort of the negated scores: equal scores keep the lower item ID first
+    order = torch.sort(-s, dim=1, stable=True).indices[:, :n]
+    return order.numpy()
+
+
+class TextReranker:
+    """Score candidate products by the length-normalised log-likelihood of their text.
+
+    ``model``: the pretrained :class:`~m6rec_lib.models.gpt.GPT`; ``tokenizer``: its tokenizer;
+    ``item_texts``: ``(n_items + 1,)`` descriptions indexed by item ID (``split.items.texts``).
+    Each product's continuation ``" " + description`` is tokenized once, here.
+    """
+
+    def __init__(self, model: "GPT", tokenizer: "BehaviourTokenizer", item_texts: Sequence[str],
+                 batch_size: int = 256) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        texts = [ser.candidate_text(str(t)) if i else "" for i, t in enumerate(item_texts)]
+        encoded = tokenizer.encode_batch(texts[1:])
+        self.item_tokens: list[list[int]] = [[]] + [list(ids) for ids in encoded]
+        self.max_candidate_tokens = max(len(t) for t in self.item_tokens[1:])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_tokens) - 1
+
+    def candidate_scores(self, prefix: Sequence[int], item_ids: Sequence[int],
+                         normalize: bool = True) -> np.ndarray:
+        """``(len(item_ids),)`` scores of the products ``item_ids`` after one prefix.
+
+        ``normalize=True``: mean log-probability per token (M6-Rec's zero-shot score);
+        ``False``: the total log-likelihood (which favours short descriptions).
+        """
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        if len(item_ids) == 0:
+            return np.zeros(0)
+        if item_ids.min() < 1 or item_ids.max() > self.n_items:
+            raise ValueError(f"item IDs must lie in 1..{self.n_items}")
+        logp = self.model.score_continuations(prefix, [self.item_tokens[i] for i in item_ids],
+                                              batch_size=self.batch_size)      # (n, max_tokens), NaN-padded
+        return np.nanmean(logp, axis=1) if normalize else np.nansum(logp, axis=1)
+
+    def rerank(
+        self,
+        first_stage: np.ndarray | torch.Tensor,
+        prefixes: Sequence[Sequence[int]],
+        top_n: int = 20,
+        exclude: sp.csr_matrix | None = None,
+        normalize: bool = True,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Re-rank each row's top-``top_n`` first-stage items by their text score.
+
+        ``first_stage``: ``(b, n_items + 1)`` scores; ``prefixes``: b token prefixes
+        (:func:`history_prefixes`); ``exclude``: ``(b, n_items + 1)`` items never proposed (e.g. the
+        history rows, for the "new to the customer" view). Returns ``(b, n_items + 1)`` float64
+        scores for the evaluator: the candidates, ordered by text score, above every other item,
+        and the other items below them in first-stage order (so metrics at K > top_n still see a
+        full ranking). Column 0 is ``-inf``.
+        """
+        first = np.asarray(first_stage, dtype=np.float64)
+        if first.shape[0] != len(prefixes):
+            raise ValueError(f"{first.shape[0]} score rows but {len(prefixes)} prefixes; pass one prefix per row")
+        if first.shape[1] != self.n_items + 1:
+            raise ValueError(f"scores have {first.shape[1]} columns, the reranker knows {self.n_items} items (+1)")
+        b, width = first.shape
+        # below the candidates: the first-stage order, as -(1e6 + rank) (exact in float64)
+        ranking = first_stage_candidates(first, width - 1)               # (b, n_items) best first
+        out = np.empty((b, width))
+        np.put_along_axis(out, ranking, -(1e6 + np.arange(width - 1, dtype=np.float64))[None, :], axis=1)
+        out[:, 0] = -np.inf
+        candidates = first_stage_candidates(first, top_n, exclude)       # (b, top_n)
+        for row in tqdm(range(b), desc="text re-ranking", disable=not progress, unit="customer"):
+            out[row, candidates[row]] = self.candidate_scores(prefixes[row], candidates[row], normalize)
+        return out
