@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import copy
 import io
-import math
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_path
 from .models.gpt import GPT, GPTConfig, LayerCache
 from .text import serializer as ser
 
@@ -835,12 +836,8 @@ def save_pruned(state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Ten
         else:
             payload[name] = tensor.detach().cpu()
     if isinstance(target, (str, bytes)) or hasattr(target, "__fspath__"):
-        from .atomic import atomic_path
-
         with atomic_path(target) as tmp:
             torch.save(payload, tmp)
-        from pathlib import Path
-
         return Path(target).stat().st_size
     start = target.tell()
     torch.save(payload, target)

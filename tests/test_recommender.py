@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from m6rec_lib import recommender as rc
-from m6rec_lib.baselines import EASE, BuyAgain, MostPop
+from m6rec_lib.baselines import EASE, MostPop
 from m6rec_lib.data import next_basket_split
 from m6rec_lib.data.toy import make_toy_world
 from m6rec_lib.metrics import evaluate
