@@ -72,8 +72,12 @@ def test_attention_mask_is_causal_and_skips_padding():
     assert mask[0, 0].tolist() == [True, False, False, False]
 
 
-def test_states_are_causal_and_padding_does_not_matter():
-    model = tiny()
+@pytest.mark.parametrize("options", [{}, {"bag": True}])
+def test_states_are_causal_and_padding_does_not_matter(options):
+    model = tiny(**options)
+    if model.bag_embedding is not None:
+        with torch.no_grad():
+            model.bag_embedding.weight[1:].normal_()
     x = torch.tensor([[0, 0, 5, 6, 7, 8]])
     y = x.clone()
     y[0, -1] = 9                                   # change only the last item
@@ -86,7 +90,7 @@ def test_states_are_causal_and_padding_does_not_matter():
     assert torch.allclose(short, long, atol=1e-5)
 
 
-@pytest.mark.parametrize("options", [{}, {"tie_output": False, "output_bias": True}])
+@pytest.mark.parametrize("options", [{}, {"tie_output": False, "output_bias": True, "bag": True}])
 def test_loss_is_full_softmax_ce_over_real_targets(options):
     model = tiny(**options)
     if model.output_bias is not None:
@@ -112,6 +116,15 @@ def test_chunked_cross_entropy_equals_the_plain_one():
     t = torch.randint(0, 11, (37,))
     b = torch.randn(11, dtype=torch.float64, requires_grad=True)
     plain = F.cross_entropy(h @ w.T + b, t)
+    # a target distribution per row, given sparsely, against F.cross_entropy with probabilities
+    q = torch.softmax(torch.randn(37, 11, dtype=torch.float64), dim=1) * (torch.rand(37, 11) < 0.3)
+    q[:, 0] += 1e-3
+    q = q / q.sum(1, keepdim=True)
+    rows, cols = q.nonzero(as_tuple=True)
+    soft = full_softmax_cross_entropy(h, w, (rows, cols, q[rows, cols]), b, chunk_size=5)
+    assert torch.allclose(soft, F.cross_entropy(h @ w.T + b, q))
+    assert torch.allclose(torch.autograd.grad(soft, h)[0],
+                          torch.autograd.grad(F.cross_entropy(h @ w.T + b, q), h)[0])
     gh, gw, gb = torch.autograd.grad(plain, (h, w, b))
     chunked = full_softmax_cross_entropy(h, w, t, b, chunk_size=5)
     ch, cw, cb = torch.autograd.grad(3.0 * chunked, (h, w, b))          # an upstream gradient scales it
@@ -139,8 +152,17 @@ def test_windows_carry_next_items_and_next_baskets():
     assert w.next_items.tolist() == [[5, 6, 7, 0], [0, 2, 3, 4], [0, 0, 4, 0]]
     # basket {1, 2} ends at item 2 (window 1, column 2): next basket {3, 4, 5};
     # basket {3, 4, 5} ends at item 5 (window 0, column 1): next basket {6, 7}
-    rows = {(int(a), int(b), int(i)): q for a, b, i, q in w.basket_targets}
-    assert rows == {(1, 2, 3): 1 / 3, (1, 2, 4): 1 / 3, (1, 2, 5): 1 / 3, (0, 1, 6): 0.5, (0, 1, 7): 0.5}
+    rows = {(int(a), int(b), int(i)): round(q, 6) for a, b, i, q in w.basket_targets}
+    assert rows == {(1, 2, 3): 0.333333, (1, 2, 4): 0.333333, (1, 2, 5): 0.333333, (0, 1, 6): 0.5, (0, 1, 7): 0.5}
+    # every line of a basket -> the next basket; every line -> the rest of its own basket
+    every = build_training_windows(seqs[:1], baskets[:1], 8, basket_targets="next_everywhere")
+    assert {(int(c), int(i)) for _, c, i, _ in every.basket_targets} == \
+        {(c, i) for c in (1, 2) for i in (3, 4, 5)} | {(c, i) for c in (3, 4, 5) for i in (6, 7)}
+    rest = build_training_windows(seqs[:1], baskets[:1], 8, basket_targets="rest_of_basket")
+    assert {(int(c), int(i)) for _, c, i, _ in rest.basket_targets} == {(1, 2), (3, 4), (3, 5), (4, 5), (6, 7)}
+    # a batch's targets are renumbered to the windows' places in the batch
+    batch = w.batch_targets(np.array([1, 0]))
+    assert {(int(r), int(c), int(i)) for r, c, i, _ in batch} == {(0, 2, 3), (0, 2, 4), (0, 2, 5), (1, 1, 6), (1, 1, 7)}
     # with new_items_only, items bought before are not targets
     w_new = build_training_windows([np.array([1, 2, 1, 3])], [np.array([1, 1, 2, 2])], max_len=4,
                                    new_items_only=True)

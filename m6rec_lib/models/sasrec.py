@@ -73,7 +73,10 @@ class SASRecConfig:
     feed-forward width (default ``4 * d_model``). ``dropout``: on embeddings, attention outputs and
     feed-forward outputs. ``tie_output``: score items with the input item embeddings (SASRec's
     choice) or with a separate output table; ``output_bias``: add a learned score per item (its
-    popularity, in effect).
+    popularity, in effect). ``bag``: add to each state the mean of a second embedding table over
+    the real items up to that position (a bag of items, as the matrix factorisation of notebook 02
+    builds its customer vector), so that "what this customer buys in general" has a direct path
+    next to attention's "what came just before".
     """
 
     n_items: int
@@ -85,6 +88,7 @@ class SASRecConfig:
     dropout: float = 0.2
     tie_output: bool = True
     output_bias: bool = False
+    bag: bool = False
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -116,6 +120,9 @@ class TrainConfig:
     - ``L_basket``: at the last line of every basket that has a next basket in the training data,
       the full-softmax cross-entropy against the next basket's items as a uniform target
       distribution (notebook 02's basket loss). This is the question the course's evaluation asks.
+      ``basket_targets`` chooses where (see :func:`build_training_windows`): ``"next_at_end"``
+      (as just said), ``"next_everywhere"`` (every line of a basket predicts the next basket) or
+      ``"rest_of_basket"`` (every line predicts the rest of its own basket).
 
     ``new_items_only``: both targets only count items the customer had not bought before (repeats
     are left to Buy-Again; see :mod:`m6rec_lib.mixture`). ``shuffle_within_baskets``: every epoch,
@@ -126,7 +133,8 @@ class TrainConfig:
     similar length are batched together and the padding columns they share are cut off.
     ``precision``: ``"fp32"``, ``"bf16"`` (matrix products in bfloat16, sums and softmax in
     float32) or ``"auto"`` (bf16 where this CPU multiplies bfloat16 matrices clearly faster,
-    :func:`m6rec_lib.pretraining.pick_precision`).
+    :func:`m6rec_lib.pretraining.pick_precision`). ``lr_decay``: the learning rate falls linearly
+    over the epochs, ``lr * (1 - (e - 1) / epochs)`` in epoch ``e`` (less noise at the end).
     """
 
     epochs: int = 6
@@ -141,6 +149,8 @@ class TrainConfig:
     shuffle_within_baskets: bool = False
     validation_view: str = "new"
     precision: str = "fp32"
+    lr_decay: bool = False
+    basket_targets: str = "next_at_end"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -153,6 +163,8 @@ class TrainConfig:
             raise ValueError("the loss weights must be >= 0 and not both 0; e.g. next_item_weight=1.0")
         if self.validation_view not in ("all", "new"):
             raise ValueError(f"validation_view must be 'all' or 'new', got {self.validation_view!r}")
+        if self.basket_targets not in BASKET_TARGETS:
+            raise ValueError(f"basket_targets must be one of {BASKET_TARGETS}, got {self.basket_targets!r}")
         if self.precision not in ("fp32", "bf16", "auto"):
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {self.precision!r}")
 
@@ -182,24 +194,28 @@ def training_flops(config: SASRecConfig, n_positions: int, n_targets: int, seq_l
 # =============================================================================================
 
 class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``softmax(hidden @ weight.T)`` without storing the logits.
+    """Mean cross-entropy of ``softmax(hidden @ weight.T + bias)`` without storing the logits.
 
     ``hidden``: ``(n, d)`` sequence states, ``weight``: ``(n_classes, d)`` class embeddings,
-    ``targets``: ``(n,)`` class indices. The plain version, ``F.cross_entropy(hidden @ weight.T,
-    targets)``, writes an ``(n, n_classes)`` matrix (here ~6k x 4.5k floats = 115 MB per batch) and
-    reads it back several times; on a CPU that memory traffic, not the arithmetic, is the cost.
+    ``bias``: ``(n_classes,)``. The targets are a target distribution ``q_r`` per row, given
+    sparsely: ``target_rows`` (sorted), ``target_classes``, ``target_weights``, each ``(m,)``; a
+    one-hot target is one entry of weight 1. The loss is ``mean_r -sum_j q_rj log p_rj``.
 
-    Notebook 02's gradient makes a better way possible: with ``p = softmax(logits)`` and ``y`` the
-    one-hot target, ``dL/dlogits = (p - y) / n``, hence ``dL/dhidden = (p - y) @ weight / n`` and
-    ``dL/dweight = (p - y).T @ hidden / n``. So the forward pass goes through the rows in chunks
-    of ``chunk_size``, computes each chunk's logits, loss and both gradients while the chunk is
-    still in the cache, and keeps only the gradients (``(n, d)`` and ``(n_classes, d)``).
+    The plain version, ``F.cross_entropy(hidden @ weight.T, targets)``, writes an
+    ``(n, n_classes)`` matrix (here ~6k x 4.5k floats = 115 MB per batch) and reads it back several
+    times; on a CPU that memory traffic, not the arithmetic, is the cost. Notebook 02's gradient
+    makes a better way possible: ``dL/dlogits = (p - q) / n`` (``p = softmax(logits)``), hence
+    ``dL/dhidden = (p - q) @ weight / n``, ``dL/dweight = (p - q).T @ hidden / n`` and
+    ``dL/dbias = sum_r (p - q)_r / n``. So the forward pass goes through the rows in chunks of
+    ``chunk_size``, computes each chunk's logits, loss and gradients while the chunk is still in
+    the cache, and keeps only the gradients (``(n, d)``, ``(n_classes, d)``, ``(n_classes,)``).
     Backward just scales them. The result equals the plain version (a test checks it).
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
-                chunk_size: int = 512, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target_rows: torch.Tensor,
+                target_classes: torch.Tensor, target_weights: torch.Tensor, chunk_size: int = 512,
+                matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
         n = hidden.shape[0]
         need_grad = any(ctx.needs_input_grad[:3])
         grad_hidden = torch.empty_like(hidden) if need_grad else None
@@ -208,15 +224,19 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
         mm = matmul_dtype or hidden.dtype            # the products' input type (bfloat16 is faster on some CPUs)
         hidden_mm, weight_mm = hidden.to(mm), weight.to(mm)
-        for start in range(0, n, chunk_size):
-            h, t = hidden_mm[start:start + chunk_size], targets[start:start + chunk_size]
-            rows = torch.arange(len(t), device=hidden.device)
+        starts = torch.arange(0, n + chunk_size, chunk_size, device=hidden.device).clamp(max=n)
+        bounds = torch.searchsorted(target_rows, starts).tolist()         # target entries of each chunk
+        for k, start in enumerate(range(0, n, chunk_size)):
+            h = hidden_mm[start:start + chunk_size]
+            lo, hi = bounds[k], bounds[k + 1]
+            r, c, w = target_rows[lo:hi] - start, target_classes[lo:hi], target_weights[lo:hi].to(hidden.dtype)
+            q_mass = torch.zeros(len(h), dtype=hidden.dtype, device=hidden.device).index_add_(0, r, w)
             logits = (h @ weight_mm.T).to(hidden.dtype) + bias             # (chunk, n_classes)
             log_z = torch.logsumexp(logits, dim=1)                         # (chunk,)
-            total += (log_z - logits[rows, t]).sum()                       # sum of -log p(target)
+            total += (q_mass * log_z).sum() - (w * logits[r, c]).sum()     # sum of -q log p
             if need_grad:
-                g = logits.sub_(log_z[:, None]).exp_()                     # p, in place
-                g[rows, t] -= 1.0                                          # p - y
+                g = logits.sub_(log_z[:, None]).exp_().mul_(q_mass[:, None])   # p (times each row's target mass)
+                g.index_put_((r, c), -w, accumulate=True)                  # p - q
                 grad_bias += g.sum(dim=0)
                 g = g.to(mm)
                 grad_hidden[start:start + chunk_size] = g @ weight_mm
@@ -228,19 +248,29 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, grad_bias * grad_output, None, None, None
+        return (grad_hidden * grad_output, grad_weight * grad_output, grad_bias * grad_output,
+                None, None, None, None, None)
 
 
-def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor,
+                               targets: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                                bias: torch.Tensor | None = None, chunk_size: int = 512) -> torch.Tensor:
     """``F.cross_entropy(hidden @ weight.T + bias, targets)`` computed in chunks.
 
-    ``hidden`` (n, d), ``weight`` (C, d), ``targets`` (n,) class indices, ``bias`` (C,) or None
-    -> scalar. Inside ``torch.autocast("cpu", dtype=torch.bfloat16)`` the three matrix products
-    take bfloat16 inputs; the softmax and the sums stay in float32.
+    ``hidden`` (n, d), ``weight`` (C, d), ``bias`` (C,) or None -> scalar. ``targets``: (n,) class
+    indices, or a target distribution per row as ``(rows, classes, weights)``, three (m,) tensors
+    with ``rows`` sorted (each row's weights summing to 1). Inside ``torch.autocast("cpu",
+    dtype=torch.bfloat16)`` the matrix products take bfloat16 inputs; the softmax and the sums
+    stay in float32.
     """
     if hidden.shape[0] == 0:
         raise ValueError("no target to compute the loss on")
+    if isinstance(targets, torch.Tensor):
+        rows = torch.arange(len(targets), device=hidden.device)
+        targets = (rows, targets, torch.ones(len(targets), dtype=hidden.dtype, device=hidden.device))
+    rows, classes, weights = targets
+    if len(rows) > 1 and bool((rows[1:] < rows[:-1]).any()):
+        raise ValueError("target rows must be sorted; sort the (rows, classes, weights) entries by row")
     matmul_dtype = None
     if hidden.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         matmul_dtype = torch.get_autocast_dtype("cpu")
@@ -249,7 +279,8 @@ def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targe
     if bias is None:
         bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     with torch.autocast("cpu", enabled=False):
-        return ChunkedSoftmaxCrossEntropy.apply(hidden, weight, bias, targets, chunk_size, matmul_dtype)
+        return ChunkedSoftmaxCrossEntropy.apply(hidden, weight, bias, rows, classes, weights, chunk_size,
+                                                matmul_dtype)
 
 
 # =============================================================================================
@@ -323,6 +354,7 @@ class SASRec(nn.Module):
         self.final_norm = nn.LayerNorm(c.d_model)
         self.output_embedding = None if c.tie_output else nn.Embedding(c.n_items + 1, c.d_model)
         self.output_bias = nn.Parameter(torch.zeros(c.n_items + 1)) if c.output_bias else None
+        self.bag_embedding = nn.Embedding(c.n_items + 1, c.d_model, padding_idx=PAD_ID) if c.bag else None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -351,7 +383,17 @@ class SASRec(nn.Module):
         mask = attention_mask(inputs)
         for block in self.blocks:
             x = block(x, mask)
-        return self.final_norm(x)
+        states = self.final_norm(x)
+        if self.bag_embedding is not None:
+            states = states + self.bag_means(inputs)
+        return states
+
+    def bag_means(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq_len)`` -> ``(batch, seq_len, d_model)``: at position ``t``, the mean bag
+        embedding of the real items at positions ``<= t`` (padding embeds to zero and is not counted)."""
+        total = torch.cumsum(self.bag_embedding(inputs), dim=1)
+        count = torch.cumsum((inputs != PAD_ID).to(total.dtype), dim=1).clamp(min=1.0)
+        return total / count[..., None]
 
     def output_layer(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The items' output vectors ``(n_items, d)`` and biases ``(n_items,)`` (or None), padding left out."""
@@ -444,22 +486,76 @@ def basket_ids(split: "Split") -> list[np.ndarray]:
     return out
 
 
+BASKET_TARGETS = ("next_at_end", "next_everywhere", "rest_of_basket")
+
+
 @dataclass
 class TrainingWindows:
     """One epoch of training data.
 
     ``inputs``: ``(n_windows, max_len)`` left-padded item IDs; ``next_items``: the same shape, the
-    item after each input (0 = no target). ``basket_targets``: rows ``(window, position, item,
-    weight)`` of an int/float array ``(n, 4)``: at ``inputs[window, position]`` (the last line of a
-    basket) the next basket's item ``item`` has target probability ``weight``.
+    item after each input (0 = no target). The basket targets are target *distributions* at some
+    positions, stored sparsely and grouped by window: the entries of window ``w`` are
+    ``set_offsets[w]:set_offsets[w + 1]`` of ``set_columns`` (position in the window),
+    ``set_items`` and ``set_weights`` (each position's weights sum to 1).
     """
 
     inputs: torch.Tensor
     next_items: torch.Tensor
-    basket_targets: np.ndarray
+    set_offsets: np.ndarray
+    set_columns: np.ndarray
+    set_items: np.ndarray
+    set_weights: np.ndarray
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    @property
+    def basket_targets(self) -> np.ndarray:
+        """All basket targets as rows ``(window, position, item, weight)``: an ``(m, 4)`` array."""
+        windows = np.repeat(np.arange(len(self)), np.diff(self.set_offsets))
+        return np.column_stack([windows, self.set_columns, self.set_items, self.set_weights]).astype(np.float64)
+
+    @property
+    def n_set_rows(self) -> int:
+        """Number of positions that carry a basket target."""
+        windows = np.repeat(np.arange(len(self)), np.diff(self.set_offsets))
+        return len(np.unique(windows * self.inputs.shape[1] + self.set_columns))
+
+    def batch_targets(self, idx: np.ndarray) -> np.ndarray:
+        """The basket targets of windows ``idx`` as ``(window in the batch, position, item, weight)`` rows."""
+        lo, hi = self.set_offsets[idx], self.set_offsets[idx + 1]
+        lengths = hi - lo
+        flat = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        rows = np.repeat(np.arange(len(idx)), lengths)
+        return np.column_stack([rows, self.set_columns[flat], self.set_items[flat], self.set_weights[flat]])
+
+
+def _set_targets(seq: np.ndarray, starts: np.ndarray, ends: np.ndarray, is_new: np.ndarray,
+                 kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Basket targets of one sequence: ``(positions, items, weights)``, sorted by position."""
+    positions, items, weights = [], [], []
+
+    def add(at: np.ndarray, targets: np.ndarray) -> None:
+        targets = np.unique(targets)
+        if len(targets) and len(at):
+            positions.append(np.repeat(at, len(targets)))
+            items.append(np.tile(targets, len(at)))
+            weights.append(np.full(len(at) * len(targets), 1.0 / len(targets)))
+
+    for b in range(len(starts)):
+        a, e = starts[b], ends[b]
+        if kind == "rest_of_basket":                  # every line -> the lines after it in its basket
+            for p in range(a, e - 1):
+                add(np.array([p]), seq[p + 1:e][is_new[p + 1:e]])
+        elif b + 1 < len(starts):                      # the next basket's (new) items
+            na, ne = starts[b + 1], ends[b + 1]
+            at = np.array([e - 1]) if kind == "next_at_end" else np.arange(a, e)
+            add(at, seq[na:ne][is_new[na:ne]])
+    if not positions:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return (np.concatenate(positions), np.concatenate(items).astype(np.int64),
+            np.concatenate(weights).astype(np.float32))
 
 
 def build_training_windows(
@@ -468,17 +564,27 @@ def build_training_windows(
     max_len: int,
     new_items_only: bool = False,
     rng: np.random.Generator | None = None,
+    basket_targets: str = "next_at_end",
 ) -> TrainingWindows:
     """Cut every sequence into windows of ``max_len`` lines, from its end, with both kinds of target.
 
     ``baskets``: per sequence, the basket number of each line (:func:`basket_ids`); ``None`` means
     each sequence is one basket. With ``rng`` the lines inside each basket are shuffled first.
-    ``new_items_only``: a target (next item or next-basket item) counts only where it is the
-    customer's first purchase of the item.
+    ``new_items_only``: a target (next item or basket item) counts only where it is the customer's
+    first purchase of the item. ``basket_targets`` says which positions get which set of items:
+
+    - ``"next_at_end"``: the last line of each basket -> the next basket's items;
+    - ``"next_everywhere"``: every line of a basket -> the next basket's items;
+    - ``"rest_of_basket"``: every line -> the lines after it in its own basket (for baskets whose
+      order is random, like the shuffled invoice protocol, this is the set the next line is drawn from).
+
     Windows do not overlap, so every line is an input once per epoch; each window's first lines
-    see only the window (as in SASRec). Sequences of one line are skipped.
+    see only the window (as in SASRec).
     """
-    inputs, next_items, rows = [], [], []
+    if basket_targets not in BASKET_TARGETS:
+        raise ValueError(f"basket_targets must be one of {BASKET_TARGETS}, got {basket_targets!r}")
+    inputs, next_items = [], []
+    offsets, columns, items, weights = [0], [], [], []
     for idx, seq in enumerate(sequences):
         seq = np.asarray(seq, dtype=np.int64)
         if len(seq) < 2:
@@ -491,54 +597,48 @@ def build_training_windows(
         # a line is "new" when it is the customer's first purchase of that item
         first_seen = np.zeros(len(seq), dtype=bool)
         first_seen[np.unique(seq, return_index=True)[1]] = True
+        is_new = first_seen if new_items_only else np.ones(len(seq), dtype=bool)
         nxt = np.r_[seq[1:], PAD_ID]                                       # the last line has no next item
-        if new_items_only:
-            nxt = np.where(np.r_[first_seen[1:], False], nxt, PAD_ID)
-        # next-basket targets: position of each basket's last line -> the next basket's items
-        basket_targets: dict[int, np.ndarray] = {}
-        for b in range(len(starts) - 1):
-            a, e = starts[b + 1], ends[b + 1]
-            items = seq[a:e][first_seen[a:e]] if new_items_only else seq[a:e]
-            if len(items):
-                basket_targets[ends[b] - 1] = np.unique(items)
+        nxt = np.where(np.r_[is_new[1:], False], nxt, PAD_ID)
+        set_pos, set_items, set_weights = _set_targets(seq, starts, ends, is_new, basket_targets)
         end = len(seq)
         while end > 0:
             start = max(0, end - max_len)
-            window = len(inputs)
             x = np.zeros(max_len, dtype=np.int64)
             y = np.zeros(max_len, dtype=np.int64)
             x[max_len - (end - start):] = seq[start:end]
             y[max_len - (end - start):] = nxt[start:end]
             inputs.append(x)
             next_items.append(y)
-            for pos in range(start, end):
-                items = basket_targets.get(pos)
-                if items is not None:
-                    col = max_len - (end - pos)
-                    rows.extend((window, col, int(i), 1.0 / len(items)) for i in items)
+            lo, hi = np.searchsorted(set_pos, [start, end])
+            columns.append(max_len - (end - set_pos[lo:hi]))
+            items.append(set_items[lo:hi])
+            weights.append(set_weights[lo:hi])
+            offsets.append(offsets[-1] + hi - lo)
             end = start
     if not inputs:
         raise ValueError("no sequence has at least 2 lines: nothing to train on")
     return TrainingWindows(torch.as_tensor(np.stack(inputs)), torch.as_tensor(np.stack(next_items)),
-                           np.array(rows, dtype=np.float64).reshape(-1, 4))
+                           np.array(offsets, dtype=np.int64), np.concatenate(columns).astype(np.int64),
+                           np.concatenate(items), np.concatenate(weights))
 
 
 def basket_loss(model: "SASRec", states: torch.Tensor, targets: np.ndarray) -> torch.Tensor:
-    """Mean cross-entropy of the next-basket target distributions.
+    """Mean cross-entropy of the basket target distributions.
 
-    ``states``: ``(batch, max_len, d)``; ``targets``: ``(n, 4)`` rows ``(window in the batch,
-    position, item, weight)`` (see :class:`TrainingWindows`). For each distinct (window, position)
-    ``r`` with target distribution ``q_r``: ``-sum_j q_rj log softmax(h_r @ E.T)_j``, softmax over
-    items ``1..n_items``.
+    ``states``: ``(batch, seq_len, d)``; ``targets``: ``(m, 4)`` rows ``(window in the batch,
+    position, item, weight)`` (:meth:`TrainingWindows.batch_targets`). For each distinct (window,
+    position) ``r`` with target distribution ``q_r``: ``-sum_j q_rj log softmax_j(logits(h_r))``, the
+    softmax over items ``1..n_items``, computed chunk by chunk (:func:`full_softmax_cross_entropy`).
     """
     keys = targets[:, 0].astype(np.int64) * states.shape[1] + targets[:, 1].astype(np.int64)
     unique_keys, row_of = np.unique(keys, return_inverse=True)
+    order = np.argsort(row_of, kind="stable")                                         # entries by row
     h = states.reshape(-1, states.shape[-1])[torch.as_tensor(unique_keys)]          # (r, d)
-    log_p = torch.log_softmax(model.item_logits(h)[:, 1:], dim=1)                    # (r, n_items)
-    q = torch.zeros_like(log_p)
-    q[torch.as_tensor(row_of), torch.as_tensor(targets[:, 2].astype(np.int64) - 1)] = \
-        torch.as_tensor(targets[:, 3], dtype=log_p.dtype)
-    return -(q * log_p).sum(dim=1).mean()
+    weight, bias = model.output_layer()
+    soft = (torch.as_tensor(row_of[order]), torch.as_tensor(targets[order, 2].astype(np.int64) - 1),
+            torch.as_tensor(targets[order, 3], dtype=torch.float32))
+    return full_softmax_cross_entropy(h, weight, soft, bias)
 
 
 def _validation_ndcg(model: SASRec, eval_set: "EvalSet", view: str) -> dict[str, float]:
@@ -572,33 +672,39 @@ def train_sasrec(
     device = model.item_embedding.weight.device
     torch.manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = None
+    if config.lr_decay:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: 1.0 - done / config.epochs)
     precision = config.precision
     if precision == "auto":
         from m6rec_lib.pretraining import pick_precision
 
         precision = pick_precision("auto")
     fixed = None if config.shuffle_within_baskets else build_training_windows(
-        train_sequences, baskets, model.config.max_len, config.new_items_only)
+        train_sequences, baskets, model.config.max_len, config.new_items_only,
+        basket_targets=config.basket_targets)
     sizes: dict[str, int] = {}
+    per_batch: dict[str, float] = {}
 
     def batches(epoch: int):
         rng = np.random.default_rng([config.seed, epoch])
-        data = fixed if fixed is not None else build_training_windows(train_sequences, baskets, model.config.max_len,
-                                                                      config.new_items_only, rng=rng)
+        data = fixed if fixed is not None else build_training_windows(
+            train_sequences, baskets, model.config.max_len, config.new_items_only, rng=rng,
+            basket_targets=config.basket_targets)
         lengths = (data.inputs != PAD_ID).sum(dim=1).numpy()
         sizes.update(n_windows=len(data), n_positions=int(lengths.sum()),
                      n_item_targets=int((data.next_items != PAD_ID).sum()),
-                     n_basket_targets=len(np.unique(data.basket_targets[:, :2], axis=0)))
-        window_of_row = data.basket_targets[:, 0].astype(np.int64)
+                     n_basket_targets=data.n_set_rows)
+        # Batches of similar-length windows hold very different numbers of targets; each batch's
+        # mean loss is rescaled by (its targets / the average per batch), so that every target
+        # weighs the same over an epoch, as with randomly mixed batches.
+        n_batches = -(-len(data) // config.batch_size)
+        per_batch.update(item=sizes["n_item_targets"] / n_batches, basket=sizes["n_basket_targets"] / n_batches)
         for idx in _length_buckets(lengths, config.batch_size, rng):
             # cut the padding columns the whole batch shares (positions still count from the right)
             width = int(lengths[idx].max())
             cut = model.config.max_len - width
-            # the basket targets of these windows, renumbered to their place in the batch
-            place = np.full(len(data), -1)
-            place[idx] = np.arange(len(idx))
-            rows = data.basket_targets[place[window_of_row] >= 0].copy()
-            rows[:, 0] = place[rows[:, 0].astype(np.int64)]
+            rows = data.batch_targets(idx)            # (window in the batch, position, item, weight)
             rows[:, 1] -= cut
             yield data.inputs[idx, cut:].to(device), data.next_items[idx, cut:].to(device), rows
 
@@ -610,10 +716,12 @@ def train_sasrec(
             keep = next_items != PAD_ID
             if config.next_item_weight > 0 and keep.any():
                 weight, bias = model.output_layer()
-                loss = loss + config.next_item_weight * full_softmax_cross_entropy(
+                share = int(keep.sum()) / per_batch["item"]
+                loss = loss + config.next_item_weight * share * full_softmax_cross_entropy(
                     states[keep], weight, next_items[keep] - 1, bias)
             if config.next_basket_weight > 0 and len(rows):
-                loss = loss + config.next_basket_weight * basket_loss(model, states.float(), rows)
+                share = len(np.unique(rows[:, :2], axis=0)) / per_batch["basket"]
+                loss = loss + config.next_basket_weight * share * basket_loss(model, states.float(), rows)
         return loss
 
     validate = None
@@ -624,7 +732,7 @@ def train_sasrec(
             model, optimizer, batches, step, config.epochs,
             validate=validate, monitor="NDCG@10" if validate else None,
             early_stopping=EarlyStopping(patience=config.patience) if validate else None,
-            grad_clip=config.grad_clip, progress=progress, desc="SASRec",
+            grad_clip=config.grad_clip, progress=progress, desc="SASRec", scheduler=scheduler,
         )
     history.attrs.update(sizes, precision=precision)
     return history
