@@ -424,14 +424,6 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of this process; (0, 1) unless started by torchrun with several."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 @torch.no_grad()
 def evaluate_loss(
     model: GPT, examples: Sequence[np.ndarray], batch_size: int = 32, precision: str = "fp32"
@@ -478,21 +470,14 @@ def train_gpt(
     ``train_loss`` (mean over the steps since the last row), ``val_loss`` (held-out customers),
     ``lr``, ``seconds`` (training time so far, evaluation excluded). ``history.attrs`` holds
     ``train_seconds``, ``eval_seconds``, ``tokens_per_second``, ``sequences_per_second``,
-    ``padding_share``, ``steps``, ``precision`` (the one used) and ``processes``.
+    ``padding_share``, ``steps`` and ``precision`` (the one used).
 
-    Started by ``torchrun`` with several processes (``torch.distributed`` initialised), each
-    process trains on every ``world``-th batch and DistributedDataParallel averages the gradients:
-    the same token budget in fewer steps per process.
+    One process. ``scripts/pretrain_ddp.py`` is the same training written to run unchanged on one
+    process or several (``torchrun``, DistributedDataParallel); notebook 11 explains it.
     """
     from tqdm.auto import tqdm
 
     batches = make_batches(train_examples, config.batch_size, config.train_tokens, seed=config.seed)
-    rank, world = _distributed()
-    net: torch.nn.Module = model
-    if world > 1:  # torchrun: every process takes every world-th batch, gradients are averaged
-        batches = batches[rank::world][: len(batches) // world]
-        net = torch.nn.parallel.DistributedDataParallel(model)
-        progress = progress and rank == 0
     val = list(val_examples)
     if len(val) > config.eval_examples:
         pick = np.random.default_rng(config.seed + 1).choice(len(val), config.eval_examples, replace=False)
@@ -524,7 +509,7 @@ def train_gpt(
             group["lr"] = lr
         x, y = pad_batch([train_examples[i] for i in index], pad)
         with _autocast(precision):
-            logits = net(x)
+            logits = model(x)
         loss = torch.nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=pad)
         if not torch.isfinite(loss):
@@ -544,15 +529,11 @@ def train_gpt(
             bar.set_postfix(train=f"{rows[-1]['train_loss']:.3f}", val=f"{rows[-1]['val_loss']:.3f}")
     bar.close()
     model.eval()
-    if world > 1:  # throughput of all processes together
-        totals = torch.tensor([tokens, sequences, positions], dtype=torch.float64)
-        torch.distributed.all_reduce(totals)
-        tokens, sequences, positions = (int(t) for t in totals)
     history = pd.DataFrame(rows)
     history.attrs.update(
         steps=len(batches), train_seconds=train_seconds, eval_seconds=eval_seconds,
         tokens_per_second=tokens / train_seconds, sequences_per_second=sequences / train_seconds,
-        padding_share=1 - tokens / positions, train_tokens=tokens, precision=precision, processes=world,
+        padding_share=1 - tokens / positions, train_tokens=tokens, precision=precision,
     )
     return history
 
@@ -659,20 +640,16 @@ def load_or_pretrain(
     model, tokenizer, history, metrics = pretrain(config, lines, progress=progress, data=data)
     meta = {"key": key, "tokenizer": tokenizer.fingerprint(), "metrics": metrics,
             "history": history.to_dict(orient="list")}
-    if _distributed()[0] == 0:  # under torchrun, one process writes the cache
-        save_checkpoint(path, model, meta)
+    save_checkpoint(path, model, meta)
     return Pretrained(model, tokenizer, config, history, metrics, cached=False, path=path, smoke=smoke)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: pretrain (or load) the course's GPT and print its metrics.
 
-    ``python -m m6rec_lib.pretraining [--smoke] [--rebuild]`` runs in one process;
-    ``torchrun --nproc_per_node=2 -m m6rec_lib.pretraining --rebuild`` trains with two processes
-    (gloo backend, CPU), each on half of the batches.
+    ``python -m m6rec_lib.pretraining [--smoke] [--rebuild]`` (one process; for several, see
+    ``scripts/pretrain_ddp.py``).
     """
-    import os
-
     parser = argparse.ArgumentParser(description="Pretrain the course's GPT on year-1 behaviour text.")
     parser.add_argument("--smoke", action="store_true", help="tiny configuration, a few steps")
     parser.add_argument("--rebuild", action="store_true", help="train even if a cached model exists")
@@ -681,18 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = default_config(args.smoke)
     if args.train_tokens:
         config = replace(config, train_tokens=args.train_tokens)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        torch.distributed.init_process_group("gloo")
-    try:
-        pre = load_or_pretrain(config, smoke=args.smoke, rebuild=args.rebuild)
-        if _distributed()[0] == 0:
-            print(f"{'loaded' if pre.cached else 'trained'} {pre.path}")
-            for k, v in pre.metrics.items():
-                print(f"{k:>22}: {v}")
-    finally:
-        if distributed:
-            torch.distributed.destroy_process_group()
+    pre = load_or_pretrain(config, smoke=args.smoke, rebuild=args.rebuild)
+    print(f"{'loaded' if pre.cached else 'trained'} {pre.path}")
+    for k, v in pre.metrics.items():
+        print(f"{k:>22}: {v}")
     return 0
 
 

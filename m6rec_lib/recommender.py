@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from .data import DataError
 from .data.evalset import EvalSet
 from .metrics import evaluate
+from .mixture import repeat_distribution
 from .text import serializer as ser
 
 __all__ = ["Recommender", "zscore_rows", "repeat_log_probability", "blend_scores", "tune_blend", "BlendResult"]
@@ -81,20 +82,10 @@ def repeat_log_probability(eval_set: EvalSet, half_life: float | None = None) ->
     latest; ``None``: every line alike). Shape (n, n_items + 1); use :func:`own_mask` to tell own
     products (whose value can be 0 when it is the only one) from the others.
     """
-    if half_life is not None and not half_life > 0:
-        raise ValueError(f"half_life must be a positive number of purchase lines or None, got {half_life!r}")
-    out = np.zeros((len(eval_set), eval_set.n_items + 1))
-    for row, seq in enumerate(eval_set.sequences):
-        seq = np.asarray(seq, dtype=np.int64)
-        seq = seq[seq > 0]
-        if not len(seq):
-            continue
-        age = np.arange(len(seq) - 1, -1, -1, dtype=np.float64)
-        weight = np.ones(len(seq)) if half_life is None else 0.5 ** (age / half_life)
-        p = np.bincount(seq, weights=weight, minlength=eval_set.n_items + 1)
-        p /= p.sum()
-        own = p > 0
-        out[row, own] = np.log(p[own])
+    p = repeat_distribution(eval_set, half_life)          # (n, n_items + 1), rows sum to 1 or 0
+    out = np.zeros_like(p)
+    own = p > 0
+    out[own] = np.log(p[own])
     return out
 
 

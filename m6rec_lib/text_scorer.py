@@ -32,7 +32,6 @@ from m6rec_lib.data import DataError
 from m6rec_lib.text import serializer as ser
 
 if TYPE_CHECKING:
-    from m6rec_lib.data.evalset import EvalSet
     from m6rec_lib.models.gpt import GPT
     from m6rec_lib.text.tokenizer import BehaviourTokenizer
 

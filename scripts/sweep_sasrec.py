@@ -15,7 +15,6 @@ import json
 import time
 
 import pandas as pd
-import torch
 
 from m6rec_lib.config import runs_dir
 from m6rec_lib.data import load_clean_lines, next_basket_split

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -32,3 +31,16 @@ def smoke_course_run(tmp_path_factory) -> Path:
     failed = [nb["notebook"] + ": " + nb["error"] for nb in summary["notebooks"] if nb["status"] != "ok"]
     assert status == 0 and not failed, f"the smoke run failed: {failed or summary.get('book')}"
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny models gain nothing from threads, and threads that wait
+    for each other at every operation stall badly on a busy machine. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,13 +10,7 @@ import torch
 from m6rec_lib import adaptation as ad
 from m6rec_lib.models.gpt import GPT, GPTConfig
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is much faster than several (no hand-offs), above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CFG = GPTConfig(vocab_size=50, context_length=40, n_layer=2, n_head=2, d_model=16)

@@ -15,13 +15,7 @@ from m6rec_lib.models.gpt import GPT, GPTConfig
 from m6rec_lib.text import serializer as ser
 from m6rec_lib.text.tokenizer import train_bpe
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (no hand-offs), above all on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CFG = ct.PairTaskConfig(train_from="2011-03-01", n_train_moments=40, n_eval_customers=15,

@@ -13,12 +13,7 @@ from m6rec_lib import generation as gen
 from m6rec_lib.models.gpt import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(vocab: int = 30, seed: int = 0) -> GPT:

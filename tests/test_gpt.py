@@ -13,14 +13,7 @@ from m6rec_lib.models.gpt import GPT, GPTConfig, LayerCache, count_parameters_fo
 TINY = GPTConfig(vocab_size=50, context_length=16, n_layer=2, n_head=2, d_model=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and threads that wait for each other stall badly
-    when the machine is busy."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(config: GPTConfig = TINY, seed: int = 0) -> GPT:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 
 import numpy as np
@@ -44,12 +43,7 @@ TINY = pt.PretrainConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -169,42 +163,3 @@ def test_load_or_pretrain_trains_then_loads(lines, monkeypatch, tmp_path):
     prefix = second.encode_history(ser.history_text(lines[lines.customer_id == 12000], "2010-11-30"))
     scores = second.model.score_continuations(prefix[-40:], [second.tokenizer.encode(ser.candidate_text("RED MUG"))])
     assert np.isfinite(np.nansum(scores))
-
-
-def _ddp_worker(rank: int, world: int, port: int, examples, config, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
-    try:
-        torch.manual_seed(0)
-        model = pt.GPT(config.gpt_config())
-        history = pt.train_gpt(model, examples, examples[:8], config, progress=False)
-        torch.save({"state": model.state_dict(), "attrs": dict(history.attrs)}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.skipif(
-    not os.environ.get("M6REC_TEST_DISTRIBUTED"),
-    reason="starts two Python processes (about 30 s on a busy 2-core machine); run with M6REC_TEST_DISTRIBUTED=1",
-)
-def test_two_processes_train_one_model(tmp_path):
-    """Under torchrun each process takes every other batch and the gradients are averaged, so
-    both processes end with the same weights and the token budget is shared."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    rng = np.random.default_rng(0)
-    examples = [np.r_[1, rng.integers(4, TINY.vocab_size, int(n))] for n in rng.integers(10, 60, 64)]
-    config = replace(TINY, train_tokens=1500, eval_every=3)
-    mp.spawn(_ddp_worker, args=(2, port, examples, config, str(tmp_path)), nprocs=2, join=True)
-    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
-    for key in a["state"]:
-        assert torch.allclose(a["state"][key], b["state"][key], atol=1e-6), key
-    single = pt.make_batches(examples, config.batch_size, config.train_tokens, seed=config.seed)
-    assert a["attrs"]["processes"] == 2 and a["attrs"]["steps"] == len(single) // 2

@@ -17,12 +17,7 @@ TEXTS = ["", "RED RETROSPOT BAG", "PAPER NAPKINS", "REGENCY CAKESTAND 3 TIER", "
          "WHITE HANGING HEART T-LIGHT HOLDER", "PAPER CHAIN KIT"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

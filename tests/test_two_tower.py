@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from m6rec_lib.data import PAD_ID, next_basket_split
+from m6rec_lib.data import next_basket_split
 from m6rec_lib.data.toy import make_toy_world
 from m6rec_lib.models.two_tower import (
     TwoTower,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -50,6 +50,7 @@ __all__ = [
     "SASRec",
     "train_sasrec",
     "load_or_train_sasrec",
+    "default_configs",
     "basket_ids",
     "TrainingWindows",
     "build_training_windows",
@@ -783,27 +784,51 @@ def split_fingerprint(split: "Split") -> str:
     return h.hexdigest()[:16]
 
 
+def default_configs(smoke: bool = False, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The course's SASRec on the main split: ``(model_config, train_config)`` keyword dicts.
+
+    Chosen on validation by ``scripts/sweep_sasrec.py`` (notebook 05, section 4): two layers of
+    width 64 over the last 200 lines, trained on both targets (next item 0.5, next basket 1.0),
+    new items only, at most 6 epochs with early stopping. Notebooks 05 and 11 both use it, so the
+    model notebook 05 trains is the one notebook 11 loads from the cache. Smoke mode is tiny.
+    """
+    if smoke:
+        model = dict(max_len=50, d_model=32, n_heads=2, n_layers=1, dropout=0.2)
+        train = dict(epochs=1, batch_size=32, lr=5e-3, patience=1)
+    else:
+        model = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2)
+        train = dict(epochs=6, batch_size=16, lr=3e-3, patience=2)
+    train.update(next_item_weight=0.5, next_basket_weight=1.0, new_items_only=True, seed=seed)
+    return model, train
+
+
 def load_or_train_sasrec(
     split: "Split",
     model_config: dict[str, Any] | None = None,
     train_config: TrainConfig | dict[str, Any] | None = None,
     *,
+    smoke: bool = False,
     rebuild: bool = False,
     progress: bool = True,
 ) -> tuple[SASRec, dict[str, Any]]:
     """The trained SASRec for ``split`` and these configurations, from the cache or trained now.
 
     ``model_config``: keyword arguments of :class:`SASRecConfig` except ``n_items`` (taken from the
-    split). ``train_config``: a :class:`TrainConfig` or its keyword arguments. The weights are cached
-    in ``cache_dir()`` under a name that hashes both configurations and the split's fingerprint.
-    Returns ``(model in eval mode, meta)`` with ``meta["history"]`` (one dict per epoch),
-    ``meta["cached"]`` and ``meta["train_seconds"]``.
+    split). ``train_config``: a :class:`TrainConfig` or its keyword arguments. Either one left out
+    (None) is the course's, :func:`default_configs` (``smoke`` picks the tiny one). The weights are
+    cached in ``cache_dir()`` under a name that hashes both configurations and the split's
+    fingerprint. Returns ``(model in eval mode, meta)`` with ``meta["history"]`` (one dict per
+    epoch), ``meta["cached"]`` and ``meta["train_seconds"]``.
     """
     from m6rec_lib.seeding import seed_everything
     from m6rec_lib.training import cached_model
 
-    mcfg = SASRecConfig(n_items=split.n_items, **(model_config or {}))
-    tcfg = train_config if isinstance(train_config, TrainConfig) else TrainConfig(**(train_config or {}))
+    default_model, default_train = default_configs(smoke)
+    mcfg = SASRecConfig(n_items=split.n_items, **(default_model if model_config is None else model_config))
+    if isinstance(train_config, TrainConfig):
+        tcfg = train_config
+    else:
+        tcfg = TrainConfig(**(default_train if train_config is None else train_config))
     key = {"model": asdict(mcfg), "train": asdict(tcfg), "split": split_fingerprint(split)}
     seed_everything(tcfg.seed)
     model = SASRec(mcfg)
