@@ -16,6 +16,7 @@ import time
 
 import pandas as pd
 
+from m6rec_lib.atomic import atomic_write_text
 from m6rec_lib.config import runs_dir
 from m6rec_lib.data import load_clean_lines, next_basket_split
 from m6rec_lib.models.sasrec import SASRec, SASRecConfig, TrainConfig, basket_ids, train_sasrec
@@ -39,6 +40,9 @@ SETTINGS: dict[str, tuple[str, dict, dict]] = {
     "both_50": ("both targets (0.5 / 1), 50 lines, lr 5e-3", dict(max_len=50), dict(lr=5e-3)),
     "both_untied": ("both targets, separate output table + item bias, lr 3e-3",
                     dict(tie_output=False, output_bias=True), dict(lr=3e-3)),
+    "both_bag": ("both targets, + bag of the window's lines, lr 3e-3", dict(bag=True), dict(lr=3e-3)),
+    "both_bag_do5_decay": ("the course's: + bag, dropout 0.5, lr 3e-3 decaying over 10 epochs",
+                           dict(bag=True, dropout=0.5), dict(lr=3e-3, lr_decay=True, epochs=10, patience=2)),
 }
 
 
@@ -68,7 +72,9 @@ def main() -> None:
     out = runs_dir() / "sweep_sasrec.csv"
     for name in args.only or list(SETTINGS):
         history = run(name, split, baskets)
-        history.to_csv(out, mode="a", header=not out.exists(), index=False)
+        earlier = pd.read_csv(out) if out.exists() else None
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, pd.concat([earlier, history]).to_csv(index=False))
         best = history.loc[history["NDCG@10"].idxmax()]
         print(f"{name:>14}: best validation NDCG@10 (new items) {best['NDCG@10']:.4f} at epoch {int(best['epoch'])} "
               f"({SETTINGS[name][0]})", flush=True)
