@@ -261,3 +261,17 @@ def test_mixture_is_a_distribution_and_leaves_new_items_alone():
     assert len(table) == 3 and best["weight"] in (0.0, 0.5, 0.99)
     with pytest.raises(ValueError):
         mix_with_repeats(logits, repeat, 1.5)
+
+
+def test_basket_targets_only_train_even_when_a_batch_has_none():
+    """With next-basket targets only, a one-basket customer's window has no target at all; a batch
+    of such windows must add nothing, not stop the training."""
+    seqs = [np.array([1, 2, 3, 4]), np.array([5, 6]), np.array([7, 8])]
+    baskets = [np.array([1, 1, 2, 2]), np.array([1, 1]), np.array([1, 1])]   # only the first has a next basket
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=N_ITEMS, max_len=4, d_model=8, n_heads=2, n_layers=1, dropout=0.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    history = train_sasrec(model, seqs, None, TrainConfig(epochs=1, batch_size=1, next_item_weight=0.0,
+                                                         next_basket_weight=1.0), baskets, progress=False)
+    assert len(history) == 1 and np.isfinite(history["train_loss"]).all()
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
