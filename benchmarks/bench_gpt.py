@@ -27,20 +27,7 @@ from m6rec_lib import pretraining as pt
 from m6rec_lib.models.gpt import GPT, forward_flops_per_token
 from m6rec_lib.seeding import seed_everything
 from m6rec_lib.text import serializer as ser
-
-
-def matmul_peak(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5) -> float:
-    """Best GFLOP/s of an n x n by n x n product (2 n^3 FLOPs) with ``threads`` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = min(best, (time.perf_counter() - started) / 4)
-    return 2 * n**3 / best / 1e9
+from m6rec_lib.training import matmul_gflops
 
 
 def train_throughput(config: pt.PretrainConfig, examples, threads: int, precision: str, steps: int) -> dict:
@@ -128,7 +115,7 @@ def main(argv=None) -> dict:
     val_ex = pt.build_examples(customers, "heldout", tokenizer, config.context_length)
     print(f"data pipeline (lines -> examples, tokenizer cached or trained): {time.perf_counter() - started:.1f} s")
 
-    peaks = {(t, p): matmul_peak(t, torch.float32 if p == "fp32" else torch.bfloat16)
+    peaks = {(t, p): matmul_gflops(t, torch.float32 if p == "fp32" else torch.bfloat16)
              for t in threads for p in ("fp32", "bf16")}
     print("\nmatmul peak (1024 x 1024, GFLOP/s)")
     for (t, p), g in peaks.items():

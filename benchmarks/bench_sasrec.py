@@ -28,23 +28,10 @@ from m6rec_lib.data import load_clean_lines, next_basket_split
 from m6rec_lib.metrics import evaluate_both
 from m6rec_lib.models.sasrec import SASRec, SASRecConfig, make_windows, training_flops
 from m6rec_lib.seeding import seed_everything
+from m6rec_lib.training import matmul_gflops
 
 COURSE = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2)
 SMOKE = dict(max_len=50, d_model=32, n_heads=2, n_layers=1, dropout=0.2)
-
-
-def matmul_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
-    """Best float32 GFLOP/s of an n x n by n x n product (2 n^3 FLOPs) with ``threads`` threads."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = min(best, (time.perf_counter() - started) / 4)
-    return 2 * n**3 / best / 1e9
 
 
 def plain_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -112,7 +99,7 @@ def main() -> None:
           f"{int((targets != 0).sum()):,} target tokens per epoch; model {model_kw}")
     results = []
     for threads in args.threads:
-        peak = matmul_peak(threads)
+        peak = matmul_gflops(threads)
         print(f"\n{threads} thread(s): float32 matmul peak {peak:.1f} GFLOP/s")
         for chunked in (False, True):
             r = train_throughput(model_kw, split.n_items, inputs, targets, threads, args.batch_size, steps, chunked)

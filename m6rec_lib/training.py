@@ -112,6 +112,25 @@ def configure_threads(n: int | None = None) -> int:
     return n
 
 
+def matmul_gflops(threads: int, dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5) -> float:
+    """This machine's matrix-multiplication speed: the best GFLOP/s of an ``n x n`` by ``n x n``
+    product (``2 n^3`` FLOPs) over ``repeats`` rounds, with ``threads`` threads (left set).
+
+    The yardstick the benchmarks divide training speed by ("fraction of the matmul peak"); the best
+    round, because on a shared machine the others measure the neighbours.
+    """
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b                                                       # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = min(best, (time.perf_counter() - started) / 4)
+    return 2 * n**3 / best / 1e9
+
+
 # --------------------------------------------------------------------------------------------
 # early stopping
 

@@ -318,3 +318,9 @@ def test_cached_model_trains_once_and_keeps_the_history(tmp_path):
     assert meta2["cached"] and runs == [1]
     assert meta2["history"] == meta["history"] and meta2["config"] == cfg
     torch.testing.assert_close(again.weight, trained.weight)
+
+
+def test_matmul_gflops_is_a_positive_speed():
+    from m6rec_lib.training import matmul_gflops
+
+    assert matmul_gflops(1, n=64, repeats=2) > 0
