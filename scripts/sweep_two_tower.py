@@ -25,17 +25,20 @@ from m6rec_lib.training import configure_threads
 
 #: name -> (description, model overrides, training overrides) on top of the course's configuration
 SETTINGS: dict[str, tuple[str, dict, dict]] = {
-    "course": ("next basket, new items only, last 100 items, dropout 0.5 (the course's)", {}, {}),
-    "dropout_0.2": ("the same, dropout 0.2", dict(dropout=0.2), {}),
+    "course": ("next basket, new items only (16 per basket), last 100 items, dropout 0.5 (the course's)", {}, {}),
+    "targets_8": ("the same, 8 targets per basket", {}, dict(basket_targets=8)),
+    "decay": ("8 targets per basket, learning rate decaying over 16 epochs", {}, dict(lr_decay=True, basket_targets=8)),
+    "dropout_0.2": ("8 targets per basket, dropout 0.2", dict(dropout=0.2), dict(basket_targets=8)),
     "basket_60": ("next basket, repeats included, last 60 items, dropout 0.2, 8 epochs", dict(dropout=0.2),
-                  dict(target_items="basket", history_cap=60, epochs=8)),
+                  dict(target_items="basket", history_cap=60, epochs=8, basket_targets=8)),
     "basket_new_60": ("next basket, new items only, last 60 items, dropout 0.2, 8 epochs", dict(dropout=0.2),
-                      dict(history_cap=60, epochs=8)),
-    "basket_new_60_b64": ("the same, batches of 64", dict(dropout=0.2), dict(history_cap=60, batch_size=64)),
-    "b16": ("last 100 items, dropout 0.2, batches of 16", dict(dropout=0.2), dict(batch_size=16)),
-    "decay": ("last 100 items, dropout 0.2, learning rate decaying over 12 epochs", dict(dropout=0.2),
-              dict(epochs=12, lr_decay=True)),
-    "history_200": ("last 200 items, dropout 0.2", dict(dropout=0.2), dict(history_cap=200)),
+                      dict(history_cap=60, epochs=8, basket_targets=8)),
+    "basket_new_60_b64": ("the same, batches of 64", dict(dropout=0.2),
+                          dict(history_cap=60, batch_size=64, basket_targets=8)),
+    "b16": ("last 100 items, dropout 0.2, batches of 16", dict(dropout=0.2), dict(batch_size=16, basket_targets=8)),
+    "decay_dropout_0.2": ("last 100 items, dropout 0.2, learning rate decaying over 12 epochs", dict(dropout=0.2),
+                          dict(epochs=12, lr_decay=True, basket_targets=8)),
+    "history_200": ("last 200 items, dropout 0.2", dict(dropout=0.2), dict(history_cap=200, basket_targets=8)),
 }
 
 
