@@ -147,6 +147,15 @@ class PairBatch:
 # the task parameters
 # =============================================================================================
 
+def _trainable_vectors(n: int, d: int, init: torch.Tensor | None) -> nn.Parameter:
+    """An (n, d) trainable matrix: a copy of ``init`` (checked to be (n, d)), or N(0, 0.02)."""
+    if init is None:
+        return nn.Parameter(torch.randn(n, d) * 0.02)
+    if tuple(init.shape) != (n, d):
+        raise ValueError(f"init must be ({n}, {d}), got {tuple(init.shape)}")
+    return nn.Parameter(init.detach().clone().float())
+
+
 class SoftPrompt(nn.Module):
     """P trainable input vectors (P, d) appended after the text (Lester et al. 2021).
 
@@ -158,12 +167,7 @@ class SoftPrompt(nn.Module):
         super().__init__()
         if n_tokens < 1 or d_model < 1:
             raise ValueError(f"n_tokens and d_model must be >= 1, got {n_tokens} and {d_model}")
-        if init is not None:
-            if tuple(init.shape) != (n_tokens, d_model):
-                raise ValueError(f"init must be ({n_tokens}, {d_model}), got {tuple(init.shape)}")
-            self.vectors = nn.Parameter(init.detach().clone().float())
-        else:
-            self.vectors = nn.Parameter(torch.randn(n_tokens, d_model) * 0.02)
+        self.vectors = _trainable_vectors(n_tokens, d_model, init)
 
     @property
     def n_tokens(self) -> int:
@@ -213,12 +217,7 @@ class OptionTuningHead(nn.Module):
         super().__init__()
         if n_classes < 2:
             raise ValueError(f"a classifier needs n_classes >= 2, got {n_classes}")
-        if init is not None:
-            if tuple(init.shape) != (n_classes, d_model):
-                raise ValueError(f"init must be ({n_classes}, {d_model}), got {tuple(init.shape)}")
-            self.options = nn.Parameter(init.detach().clone().float())
-        else:
-            self.options = nn.Parameter(torch.randn(n_classes, d_model) * 0.02)
+        self.options = _trainable_vectors(n_classes, d_model, init)
 
     @property
     def n_classes(self) -> int:

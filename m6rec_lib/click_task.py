@@ -111,8 +111,45 @@ def course_task_config(smoke: bool, context_length: int, n_prompt: int = 8, nega
     )
 
 
+class GroupedPairs:
+    """Pairs sorted by customer moment ("group"), served a few groups at a time.
+
+    A subclass gives ``n_groups``, :meth:`pair_groups` (the group of every pair, non-decreasing)
+    and ``batch(group_ids)``; this class cuts the groups into prediction batches and endless
+    shuffled training batches. Shared by :class:`PairTask` and
+    :class:`m6rec_lib.serving.SegmentedPairs`.
+    """
+
+    n_groups: int
+
+    def pair_groups(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(starts, ends)``: the pairs of group ``g`` are rows ``starts[g]:ends[g]``."""
+        g, n = self.pair_groups(), np.arange(self.n_groups)
+        return np.searchsorted(g, n), np.searchsorted(g, n, side="right")
+
+    def batches(self, groups_per_batch: int = 16) -> Iterator:
+        """All pairs in order (for prediction), ``groups_per_batch`` customer moments at a time."""
+        if groups_per_batch < 1:
+            raise ValueError("groups_per_batch must be >= 1")
+        for lo in range(0, self.n_groups, groups_per_batch):
+            yield self.batch(np.arange(lo, min(lo + groups_per_batch, self.n_groups)))
+
+    def stream(self, groups_per_batch: int = 16, seed: int = 0) -> Iterator:
+        """Endless shuffled batches for training: epoch after epoch, each in a new seeded order."""
+        if groups_per_batch > self.n_groups:
+            raise ValueError(f"groups_per_batch={groups_per_batch} exceeds the {self.n_groups} groups")
+        rng = np.random.default_rng(seed)
+        while True:
+            order = rng.permutation(self.n_groups)
+            for lo in range(0, self.n_groups - groups_per_batch + 1, groups_per_batch):
+                yield self.batch(order[lo:lo + groups_per_batch])
+
+
 @dataclass
-class PairTask:
+class PairTask(GroupedPairs):
     """Pairs of one task and part, grouped by customer moment.
 
     ``pairs``: one row per pair, sorted by ``group``: ``group``, ``item`` (ID), ``label``,
@@ -162,27 +199,8 @@ class PairTask:
         labels = torch.as_tensor(self.pairs["label"].to_numpy()[rows], dtype=torch.long)
         return PairBatch(hist, hist_len, cand, cand_len, torch.as_tensor(local), labels)
 
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        g = self.pairs["group"].to_numpy()
-        n = self.n_groups
-        return np.searchsorted(g, np.arange(n)), np.searchsorted(g, np.arange(n), side="right")
-
-    def batches(self, groups_per_batch: int = 16) -> Iterator[PairBatch]:
-        """All pairs in order (for prediction), ``groups_per_batch`` customer moments at a time."""
-        if groups_per_batch < 1:
-            raise ValueError("groups_per_batch must be >= 1")
-        for lo in range(0, self.n_groups, groups_per_batch):
-            yield self.batch(np.arange(lo, min(lo + groups_per_batch, self.n_groups)))
-
-    def stream(self, groups_per_batch: int = 16, seed: int = 0) -> Iterator[PairBatch]:
-        """Endless shuffled batches for training: epoch after epoch, each in a new seeded order."""
-        if groups_per_batch > self.n_groups:
-            raise ValueError(f"groups_per_batch={groups_per_batch} exceeds the {self.n_groups} groups")
-        rng = np.random.default_rng(seed)
-        while True:
-            order = rng.permutation(self.n_groups)
-            for lo in range(0, self.n_groups - groups_per_batch + 1, groups_per_batch):
-                yield self.batch(order[lo:lo + groups_per_batch])
+    def pair_groups(self) -> np.ndarray:
+        return self.pairs["group"].to_numpy()
 
 
 # =============================================================================================

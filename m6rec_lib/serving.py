@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import atomic_path
+from .click_task import GroupedPairs
 from .models.gpt import GPT, GPTConfig, LayerCache
 from .text import serializer as ser
 
@@ -349,7 +350,7 @@ class RequestBatch:
 
 
 @dataclass
-class SegmentedPairs:
+class SegmentedPairs(GroupedPairs):
     """A :class:`m6rec_lib.click_task.PairTask` with every history cut into segments.
 
     ``histories``: per group a list of :class:`Segment`; ``items``, ``labels``, ``group``: per pair;
@@ -369,9 +370,8 @@ class SegmentedPairs:
     def n_groups(self) -> int:
         return len(self.histories)
 
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        g = np.arange(self.n_groups)
-        return np.searchsorted(self.group, g), np.searchsorted(self.group, g, side="right")
+    def pair_groups(self) -> np.ndarray:
+        return self.group
 
     def batch(self, group_ids: Sequence[int]) -> RequestBatch:
         """The pairs of ``group_ids`` (in that order)."""
@@ -385,18 +385,7 @@ class SegmentedPairs:
 
     def batches(self, groups_per_batch: int = 32) -> Iterator[RequestBatch]:
         """Every pair in order (for prediction)."""
-        for lo in range(0, self.n_groups, groups_per_batch):
-            yield self.batch(range(lo, min(lo + groups_per_batch, self.n_groups)))
-
-    def stream(self, groups_per_batch: int = 16, seed: int = 0) -> Iterator[RequestBatch]:
-        """Endless shuffled training batches, a new seeded order each epoch."""
-        if groups_per_batch > self.n_groups:
-            raise ValueError(f"groups_per_batch={groups_per_batch} exceeds the {self.n_groups} groups")
-        rng = np.random.default_rng(seed)
-        while True:
-            order = rng.permutation(self.n_groups)
-            for lo in range(0, self.n_groups - groups_per_batch + 1, groups_per_batch):
-                yield self.batch(order[lo:lo + groups_per_batch])
+        return super().batches(groups_per_batch)
 
 
 def segment_pairs(task, tokenizer) -> SegmentedPairs:
