@@ -479,14 +479,15 @@ class EASE(Baseline):
 def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]], train_matrix: sp.spmatrix,
          validation: EvalSet, metric: str = "NDCG@10", exclude_seen: bool = False,
          fit_kwargs: Mapping[str, Any] | None = None, ks: Sequence[int] = (10, 50),
-         progress: bool = False) -> tuple[dict[str, Any], pd.DataFrame]:
+         progress: bool = False, return_model: bool = False):
     """Grid search on the validation set (never the test set).
 
     ``make_model(**params)`` builds a model for each combination of ``grid`` (``{name: [values]}``);
     it is fitted on ``train_matrix`` (with ``fit_kwargs``, e.g. ``{"train_sequences": ...}``) and
     evaluated with :func:`~m6rec_lib.metrics.evaluate` on ``validation``. Returns the parameters with
     the best ``metric`` (the first one on ties) and a table with one row per combination, in grid
-    order: the parameters, then every metric.
+    order: the parameters, then every metric. With ``return_model=True`` the best fitted model comes
+    third, ``(params, table, model)``, so it need not be fitted again.
     """
     if not grid or any(len(values) == 0 for values in grid.values()):
         raise ValueError("grid must map each parameter name to a non-empty list of values, e.g. {'lam': [100, 500]}")
@@ -496,7 +497,7 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
         except ValueError:
             raise ValueError(f"metric {metric!r} is not of the form 'NAME@K' (e.g. 'NDCG@10')") from None
     names = list(grid)
-    rows = []
+    rows, best_model, best_value = [], None, -np.inf
     combos = list(itertools.product(*(grid[n] for n in names)))
     for values in tqdm(combos, desc="tune", disable=not progress):
         params = dict(zip(names, values))
@@ -506,6 +507,10 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
         if metric not in result:
             raise ValueError(f"metric {metric!r} is not computed; choose one of {sorted(result)}")
         rows.append({**params, **result})
+        if return_model and (best_model is None or result[metric] > best_value):
+            best_model, best_value = model, result[metric]
     table = pd.DataFrame(rows)
     best = int(np.argmax(table[metric].to_numpy()))
+    if return_model:
+        return dict(zip(names, combos[best])), table, best_model
     return dict(zip(names, combos[best])), table

@@ -348,6 +348,10 @@ def test_tune_picks_the_best_on_validation(small_matrix):
     assert table["NDCG@3"].idxmax() == 2 and table.loc[2, "NDCG@3"] == 1.0
     assert set(Oracle.scored_on) == {"validation"}
     assert all(m.fit_kwargs == {"train_sequences": "given"} for m in fits)
+    fits.clear()
+    again, _, model = tune(make, {"good": [False, True], "noise": [0.0, 1.5]}, small_matrix, es,
+                           metric="NDCG@3", return_model=True)
+    assert again == best and model is fits[2]           # the best model, already fitted: no refit
     with pytest.raises(ValueError, match="non-empty"):
         tune(make, {"good": []}, small_matrix, es)
     with pytest.raises(ValueError, match="not computed"):
