@@ -64,6 +64,7 @@ class Lesson:
     title: str
     summary: str
     notebook: str | None = None  # file name in the build tree's notebooks/ folder, if present
+    stem: str | None = None      # the planned notebook's name without .ipynb, when a number has several
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +163,35 @@ def _load_lessons(book_src: Path) -> list[Lesson]:
     if not path.is_file():
         return []
     entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    return [Lesson(str(e["number"]).zfill(2), e["title"], " ".join(str(e["summary"]).split())) for e in entries]
+    return [Lesson(str(e["number"]).zfill(2), e["title"], " ".join(str(e["summary"]).split()), stem=e.get("notebook"))
+            for e in entries]
+
+
+def course_lessons(planned: list[Lesson], notebooks: list[str], titles: dict[str, str | None]) -> list[Lesson]:
+    """The course map's rows: each planned lesson with its notebook (or None when absent), then the
+    notebooks no planned lesson claims, sorted by number.
+
+    A planned lesson finds its notebook by name when ``lessons.yml`` gives one (``notebook:``, for
+    a number with several notebooks), otherwise by number (the first notebook of that number).
+    ``titles``: notebook file name -> its own title, which wins over the planned one.
+    """
+    present = set(notebooks)
+    by_number = {name[:2]: name for name in reversed(sorted(notebooks))}  # first notebook of a number wins
+
+    def planned_notebook(lesson: Lesson) -> str | None:
+        if lesson.stem:
+            return f"{lesson.stem}.ipynb" if f"{lesson.stem}.ipynb" in present else None
+        return by_number.get(lesson.number)
+
+    lessons = []
+    for lesson in planned:
+        name = planned_notebook(lesson)
+        lessons.append(Lesson(lesson.number, titles.get(name or "") or lesson.title, lesson.summary, name))
+    claimed = {lesson.notebook for lesson in lessons if lesson.notebook}
+    for name in sorted(present - claimed):
+        lessons.append(Lesson(name[:2], titles.get(name) or Path(name).stem, "", name))
+    lessons.sort(key=lambda lesson: (lesson.number, lesson.notebook or ""))
+    return lessons
 
 
 def _cell(text: str) -> str:
@@ -218,17 +247,7 @@ def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOO
         titles[nb_path.name] = _prepare_notebook(nb_path, dest / "notebooks" / nb_path.name, present)
 
     # Course map: planned lessons, linked when present; lessons outside the plan are appended.
-    planned = _load_lessons(dest)
-    by_number = {p.name[:2]: p.name for p in reversed(notebooks)}  # first notebook of a number wins
-    lessons = [
-        Lesson(l.number, titles.get(by_number.get(l.number, ""), None) or l.title, l.summary, by_number.get(l.number))
-        for l in planned
-    ]
-    planned_numbers = {l.number for l in planned}
-    for name in present:
-        if name[:2] not in planned_numbers or by_number.get(name[:2]) != name:
-            lessons.append(Lesson(name[:2], titles[name] or Path(name).stem, "", name))
-    lessons.sort(key=lambda l: (l.number, l.notebook or ""))
+    lessons = course_lessons(_load_lessons(dest), [p.name for p in notebooks], titles)
     course_map = dest / "course_map.md"
     if course_map.is_file():
         text = course_map.read_text(encoding="utf-8")

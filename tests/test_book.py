@@ -179,6 +179,19 @@ def test_course_map_links_present_lessons_and_lists_absent_ones(tiny_site: Path)
     assert "05_" not in html
 
 
+def test_a_number_with_two_notebooks_links_each_planned_lesson():
+    planned = [book.Lesson("05", "Next items", "models"), book.Lesson("05", "Published", "protocol", stem="05_published"),
+               book.Lesson("06", "Contrastive", "InfoNCE")]
+    names = ["05_published.ipynb", "05_next.ipynb", "05_unplanned.ipynb"]
+    lessons = book.course_lessons(planned, names, {"05_next.ipynb": "05 · Next items, its own title"})
+    rows = [(l.number, l.title, l.notebook) for l in lessons]
+    assert rows == [("05", "05 · Next items, its own title", "05_next.ipynb"), ("05", "Published", "05_published.ipynb"),
+                    ("05", "05_unplanned", "05_unplanned.ipynb"), ("06", "Contrastive", None)]
+    # the named lesson is absent when its notebook is: it is not given another notebook of its number
+    absent = book.course_lessons(planned[1:2], ["05_next.ipynb"], {})
+    assert [(l.title, l.notebook) for l in absent] == [("Published", None), ("05_next", "05_next.ipynb")]
+
+
 def test_links_to_absent_lessons_become_text(tiny_site: Path):
     html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
     assert "one that is not in this build" in html
