@@ -128,6 +128,18 @@ def test_chunked_cross_entropy_equals_the_plain_one():
         assert torch.allclose(full_softmax_cross_entropy(h, w, t, b), plain)
 
 
+def test_chunked_cross_entropy_without_bias_matches_autograd():
+    torch.manual_seed(1)
+    h = torch.randn(23, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(9, 6, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 9, (23,))
+    plain = F.cross_entropy(h @ w.T, t)
+    chunked = full_softmax_cross_entropy(h, w, t, chunk_size=4)
+    assert torch.allclose(chunked, plain)
+    for a, b in zip(torch.autograd.grad(plain, (h, w)), torch.autograd.grad(chunked, (h, w))):
+        assert torch.allclose(a, b)
+
+
 def test_bfloat16_products_stay_close_to_float32():
     torch.manual_seed(0)
     h, w = torch.randn(50, 16), torch.randn(30, 16) * 0.3
@@ -168,6 +180,26 @@ def test_windows_carry_next_items_and_next_baskets():
     assert set(shuffled.inputs[1, 3:].tolist() + shuffled.inputs[0, :2].tolist()) == {3, 4, 5}
 
 
+def test_windows_can_keep_only_the_last_ones_of_each_sequence():
+    seqs = [np.array([1, 2, 3, 4, 5, 6, 7]), np.array([3, 4])]
+    baskets = [np.array([1, 1, 2, 2, 2, 3, 3]), np.array([5, 5])]
+    w = build_training_windows(seqs, baskets, max_len=4, max_windows=1)
+    assert w.inputs.tolist() == [[4, 5, 6, 7], [0, 0, 3, 4]]
+    assert {(int(a), int(b), int(i)) for a, b, i, _ in w.basket_targets} == {(0, 1, 6), (0, 1, 7)}
+    # "new" still means new to the customer: item 1 was bought before the kept window
+    kept = build_training_windows([np.array([1, 2, 3, 1])], None, max_len=2, new_items_only=True, max_windows=1)
+    assert kept.inputs.tolist() == [[3, 1]] and kept.next_items.tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="max_windows"):
+        build_training_windows(seqs, baskets, max_len=4, max_windows=0)
+
+
+def test_attention_dropout_defaults_to_dropout_and_can_be_switched_off():
+    same = SASRec(SASRecConfig(n_items=5, max_len=4, d_model=8, n_heads=2, dropout=0.3))
+    off = SASRec(SASRecConfig(n_items=5, max_len=4, d_model=8, n_heads=2, dropout=0.3, attention_dropout=0.0))
+    assert [b.attn_dropout for b in same.blocks] == [0.3, 0.3] and [b.attn_dropout for b in off.blocks] == [0.0, 0.0]
+    assert off.blocks[0].dropout.p == 0.3
+
+
 def test_basket_loss_is_cross_entropy_against_the_basket_distribution():
     model = tiny()
     w = build_training_windows([np.array([1, 2, 3, 4, 5, 6, 7])], [np.array([1, 1, 2, 2, 2, 3, 3])], 8)
@@ -192,6 +224,10 @@ def test_config_errors_are_explained():
         SASRecConfig(n_items=5, d_model=10, n_heads=3)
     with pytest.raises(ValueError, match="validation_view"):
         TrainConfig(validation_view="some")
+    with pytest.raises(ValueError, match="attention_dropout"):
+        SASRecConfig(n_items=5, attention_dropout=1.0)
+    with pytest.raises(ValueError, match="windows_per_customer"):
+        TrainConfig(windows_per_customer=0)
 
 
 def test_training_learns_a_cycle_and_keeps_the_best_epoch():

@@ -72,7 +72,9 @@ class SASRecConfig:
     ``n_items``: real items (IDs ``1..n_items``). ``max_len``: the longest history the model reads
     (older items are cut). ``d_model``: embedding width; ``n_heads`` must divide it. ``d_ff``:
     feed-forward width (default ``4 * d_model``). ``dropout``: on embeddings, attention outputs and
-    feed-forward outputs. ``tie_output``: score items with the input item embeddings (SASRec's
+    feed-forward outputs. ``attention_dropout``: on the attention weights (``None``: the same as
+    ``dropout``). On a CPU, dropping attention weights is costly: the ``(batch, heads, L, L)`` random
+    mask takes longer to draw than the attention itself. ``tie_output``: score items with the input item embeddings (SASRec's
     choice) or with a separate output table; ``output_bias``: add a learned score per item (its
     popularity, in effect). ``bag``: add to each state the mean of a second embedding table over
     the real items up to that position (a bag of items, as the matrix factorisation of notebook 02
@@ -87,6 +89,7 @@ class SASRecConfig:
     n_layers: int = 2
     d_ff: int | None = None
     dropout: float = 0.2
+    attention_dropout: float | None = None
     tie_output: bool = True
     output_bias: bool = False
     bag: bool = False
@@ -102,12 +105,18 @@ class SASRecConfig:
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; pick n_heads "
                 "among the divisors of d_model (e.g. 1, 2 or 4 for d_model=64)"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
 
     @property
     def ff_width(self) -> int:
         return self.d_ff or 4 * self.d_model
+
+    @property
+    def attention_dropout_p(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
 
 
 @dataclass(frozen=True)
@@ -132,10 +141,15 @@ class TrainConfig:
     without a better validation NDCG@10 (on ``validation_view``: ``"new"`` or ``"all"`` items) and
     keeps the best epoch's weights. ``batch_size`` counts windows of ``max_len`` lines; windows of
     similar length are batched together and the padding columns they share are cut off.
-    ``precision``: ``"fp32"``, ``"bf16"`` (matrix products in bfloat16, sums and softmax in
-    float32) or ``"auto"`` (bf16 where this CPU multiplies bfloat16 matrices clearly faster,
+    ``precision``: ``"fp32"``, ``"bf16"`` (the output layer's matrix products, over the whole
+    catalogue, in bfloat16; the softmax, the sums and the transformer in float32: at width 64,
+    converting the transformer's small products costs a CPU more than it saves) or ``"auto"`` (bf16
+    where this CPU multiplies bfloat16 matrices clearly faster,
     :func:`m6rec_lib.pretraining.pick_precision`). ``lr_decay``: the learning rate falls linearly
     over the epochs, ``lr * (1 - (e - 1) / epochs)`` in epoch ``e`` (less noise at the end).
+    ``windows_per_customer``: train on each customer's last windows only (``None``: all of them);
+    with 1, on the last ``max_len`` lines. A few wholesale customers have thousands of lines and
+    would otherwise fill most of every epoch.
     """
 
     epochs: int = 6
@@ -152,9 +166,12 @@ class TrainConfig:
     precision: str = "fp32"
     lr_decay: bool = False
     basket_targets: str = "next_at_end"
+    windows_per_customer: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.windows_per_customer is not None and self.windows_per_customer < 1:
+            raise ValueError(f"windows_per_customer must be >= 1 or None, got {self.windows_per_customer}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 0:
             raise ValueError("epochs and batch_size must be >= 1 and patience >= 0")
         if not self.lr > 0:
@@ -198,7 +215,7 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of ``softmax(hidden @ weight.T + bias)`` without storing the logits.
 
     ``hidden``: ``(n, d)`` sequence states, ``weight``: ``(n_classes, d)`` class embeddings,
-    ``bias``: ``(n_classes,)``. The targets are a target distribution ``q_r`` per row, given
+    ``bias``: ``(n_classes,)`` or None. The targets are a target distribution ``q_r`` per row, given
     sparsely: ``target_rows`` (sorted), ``target_classes``, ``target_weights``, each ``(m,)``; a
     one-hot target is one entry of weight 1. The loss is ``mean_r -sum_j q_rj log p_rj``.
 
@@ -214,14 +231,14 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, target_rows: torch.Tensor,
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, target_rows: torch.Tensor,
                 target_classes: torch.Tensor, target_weights: torch.Tensor, chunk_size: int = 512,
                 matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
         n = hidden.shape[0]
         need_grad = any(ctx.needs_input_grad[:3])
         grad_hidden = torch.empty_like(hidden) if need_grad else None
         grad_weight = torch.zeros_like(weight) if need_grad else None
-        grad_bias = torch.zeros_like(bias) if need_grad else None
+        grad_bias = torch.zeros_like(bias) if need_grad and bias is not None else None
         total = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
         mm = matmul_dtype or hidden.dtype            # the products' input type (bfloat16 is faster on some CPUs)
         hidden_mm, weight_mm = hidden.to(mm), weight.to(mm)
@@ -232,25 +249,31 @@ class ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
             lo, hi = bounds[k], bounds[k + 1]
             r, c, w = target_rows[lo:hi] - start, target_classes[lo:hi], target_weights[lo:hi].to(hidden.dtype)
             q_mass = torch.zeros(len(h), dtype=hidden.dtype, device=hidden.device).index_add_(0, r, w)
-            logits = (h @ weight_mm.T).to(hidden.dtype) + bias             # (chunk, n_classes)
-            log_z = torch.logsumexp(logits, dim=1)                         # (chunk,)
-            total += (q_mass * log_z).sum() - (w * logits[r, c]).sum()     # sum of -q log p
+            logits = (h @ weight_mm.T).to(hidden.dtype)                    # (chunk, n_classes)
+            if bias is not None:
+                logits += bias
+            top = logits.amax(dim=1, keepdim=True)                         # log-sum-exp, in place:
+            total -= (w * logits[r, c]).sum()                              # sum of -q log p =
+            p = logits.sub_(top).exp_()                                    #   sum_r q_r log Z_r - sum q logit
+            z = p.sum(dim=1, keepdim=True)
+            total += (q_mass * (z.log() + top).squeeze(1)).sum()
             if need_grad:
-                g = logits.sub_(log_z[:, None]).exp_().mul_(q_mass[:, None])   # p (times each row's target mass)
+                g = p.mul_(q_mass[:, None] / z)                            # p (times each row's target mass)
                 g.index_put_((r, c), -w, accumulate=True)                  # p - q
-                grad_bias += g.sum(dim=0)
+                if grad_bias is not None:
+                    grad_bias += g.sum(dim=0)
                 g = g.to(mm)
                 grad_hidden[start:start + chunk_size] = g @ weight_mm
                 grad_weight += (g.T @ h).to(weight.dtype)
         if need_grad:
-            ctx.save_for_backward(grad_hidden / n, grad_weight / n, grad_bias / n)
+            ctx.save_for_backward(grad_hidden / n, grad_weight / n, None if grad_bias is None else grad_bias / n)
         return total / n
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return (grad_hidden * grad_output, grad_weight * grad_output, grad_bias * grad_output,
-                None, None, None, None, None)
+        return (grad_hidden * grad_output, grad_weight * grad_output,
+                None if grad_bias is None else grad_bias * grad_output, None, None, None, None, None)
 
 
 def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor,
@@ -277,8 +300,6 @@ def full_softmax_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor,
         matmul_dtype = torch.get_autocast_dtype("cpu")
     if hidden.dtype in (torch.bfloat16, torch.float16):      # autocast's output: back to float32
         hidden = hidden.float()
-    if bias is None:
-        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     with torch.autocast("cpu", enabled=False):
         return ChunkedSoftmaxCrossEntropy.apply(hidden, weight, bias, rows, classes, weights, chunk_size,
                                                 matmul_dtype)
@@ -308,7 +329,8 @@ class CausalSelfAttentionBlock(nn.Module):
     ``(batch, seq_len, d_model) -> (batch, seq_len, d_model)``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
+                 attention_dropout: float | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.norm1 = nn.LayerNorm(d_model)
@@ -317,7 +339,7 @@ class CausalSelfAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = dropout
+        self.attn_dropout = dropout if attention_dropout is None else attention_dropout
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Multi-head attention: ``(b, L, d)``, mask ``(b, 1, L, L)`` -> ``(b, L, d)``."""
@@ -350,7 +372,8 @@ class SASRec(nn.Module):
         self.position_embedding = nn.Embedding(c.max_len, c.d_model)
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            CausalSelfAttentionBlock(c.d_model, c.n_heads, c.ff_width, c.dropout) for _ in range(c.n_layers)
+            CausalSelfAttentionBlock(c.d_model, c.n_heads, c.ff_width, c.dropout, c.attention_dropout_p)
+            for _ in range(c.n_layers)
         )
         self.final_norm = nn.LayerNorm(c.d_model)
         self.output_embedding = None if c.tie_output else nn.Embedding(c.n_items + 1, c.d_model)
@@ -566,6 +589,7 @@ def build_training_windows(
     new_items_only: bool = False,
     rng: np.random.Generator | None = None,
     basket_targets: str = "next_at_end",
+    max_windows: int | None = None,
 ) -> TrainingWindows:
     """Cut every sequence into windows of ``max_len`` lines, from its end, with both kinds of target.
 
@@ -580,8 +604,12 @@ def build_training_windows(
       order is random, like the shuffled invoice protocol, this is the set the next line is drawn from).
 
     Windows do not overlap, so every line is an input once per epoch; each window's first lines
-    see only the window (as in SASRec).
+    see only the window (as in SASRec). ``max_windows``: keep only each sequence's last
+    ``max_windows`` windows (its most recent ``max_windows * max_len`` lines; a line still counts
+    as new or not by the whole sequence).
     """
+    if max_windows is not None and max_windows < 1:
+        raise ValueError(f"max_windows must be >= 1 or None, got {max_windows}")
     if basket_targets not in BASKET_TARGETS:
         raise ValueError(f"basket_targets must be one of {BASKET_TARGETS}, got {basket_targets!r}")
     inputs, next_items = [], []
@@ -602,8 +630,9 @@ def build_training_windows(
         nxt = np.r_[seq[1:], PAD_ID]                                       # the last line has no next item
         nxt = np.where(np.r_[is_new[1:], False], nxt, PAD_ID)
         set_pos, set_items, set_weights = _set_targets(seq, starts, ends, is_new, basket_targets)
-        end = len(seq)
-        while end > 0:
+        end, n_windows = len(seq), 0
+        while end > 0 and (max_windows is None or n_windows < max_windows):
+            n_windows += 1
             start = max(0, end - max_len)
             x = np.zeros(max_len, dtype=np.int64)
             y = np.zeros(max_len, dtype=np.int64)
@@ -683,7 +712,7 @@ def train_sasrec(
         precision = pick_precision("auto")
     fixed = None if config.shuffle_within_baskets else build_training_windows(
         train_sequences, baskets, model.config.max_len, config.new_items_only,
-        basket_targets=config.basket_targets)
+        basket_targets=config.basket_targets, max_windows=config.windows_per_customer)
     sizes: dict[str, int] = {}
     per_batch: dict[str, float] = {}
 
@@ -691,7 +720,7 @@ def train_sasrec(
         rng = np.random.default_rng([config.seed, epoch])
         data = fixed if fixed is not None else build_training_windows(
             train_sequences, baskets, model.config.max_len, config.new_items_only, rng=rng,
-            basket_targets=config.basket_targets)
+            basket_targets=config.basket_targets, max_windows=config.windows_per_customer)
         lengths = (data.inputs != PAD_ID).sum(dim=1).numpy()
         sizes.update(n_windows=len(data), n_positions=int(lengths.sum()),
                      n_item_targets=int((data.next_items != PAD_ID).sum()),
@@ -711,9 +740,9 @@ def train_sasrec(
 
     def step(batch) -> torch.Tensor:
         inputs, next_items, rows = batch
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            states = model.encode(inputs)
-            loss = states.sum() * 0.0             # a batch without targets of a kind adds nothing
+        states = model.encode(inputs)
+        loss = states.sum() * 0.0                 # a batch without targets of a kind adds nothing
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # the output layer
             keep = next_items != PAD_ID
             if config.next_item_weight > 0 and keep.any():
                 weight, bias = model.output_layer()
@@ -722,7 +751,7 @@ def train_sasrec(
                     states[keep], weight, next_items[keep] - 1, bias)
             if config.next_basket_weight > 0 and len(rows):
                 share = len(np.unique(rows[:, :2], axis=0)) / per_batch["basket"]
-                loss = loss + config.next_basket_weight * share * basket_loss(model, states.float(), rows)
+                loss = loss + config.next_basket_weight * share * basket_loss(model, states, rows)
         return loss
 
     validate = None
@@ -788,18 +817,21 @@ def default_configs(smoke: bool = False, seed: int = 0) -> tuple[dict[str, Any],
     """The course's SASRec on the main split: ``(model_config, train_config)`` keyword dicts.
 
     Chosen on validation NDCG@10 (new items) by ``scripts/sweep_sasrec.py`` (notebook 05, section
-    4): two layers of width 64 over the last 200 lines plus a bag of those lines, dropout 0.5,
-    trained on both targets (next item 0.5, next basket 1.0), new items only, the learning rate
-    falling linearly over at most 10 epochs, early stopping. With dropout 0.2 the model peaked at
-    epoch 2 and then overfitted. Notebooks 05 and 11 both use it, so the model notebook 05 trains
-    is the one notebook 11 loads from the cache. Smoke mode is tiny.
+    4): two layers of width 64 over the last 200 lines plus a bag of those lines, dropout 0.5 (none
+    on the attention weights), trained on both targets (next item 0.5, next basket 1.0), new items
+    only, on each customer's last 200 lines, in batches of 32, the learning rate falling linearly
+    over at most 10 epochs, early stopping; the output layer's products in bfloat16 where the CPU
+    multiplies bfloat16 clearly faster (``precision="auto"``). With dropout 0.2 the model peaked at epoch 2 and then
+    overfitted. Notebooks 05 and 11 both use it, so the model notebook 05 trains is the one
+    notebook 11 loads from the cache. Smoke mode is tiny.
     """
     if smoke:
         model = dict(max_len=50, d_model=32, n_heads=2, n_layers=1, dropout=0.2)
         train = dict(epochs=1, batch_size=32, lr=5e-3, patience=1)
     else:
-        model = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.5, bag=True)
-        train = dict(epochs=10, batch_size=16, lr=3e-3, patience=2, lr_decay=True)
+        model = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.5, attention_dropout=0.0, bag=True)
+        train = dict(epochs=10, batch_size=32, lr=4e-3, patience=2, lr_decay=True, windows_per_customer=1,
+                     precision="auto")
     train.update(next_item_weight=0.5, next_basket_weight=1.0, new_items_only=True, seed=seed)
     return model, train
 
