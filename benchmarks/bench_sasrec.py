@@ -26,12 +26,12 @@ import torch.nn.functional as F
 
 from m6rec_lib.data import load_clean_lines, next_basket_split
 from m6rec_lib.metrics import evaluate_both
-from m6rec_lib.models.sasrec import SASRec, SASRecConfig, make_windows, training_flops
+from m6rec_lib.models.sasrec import SASRec, SASRecConfig, default_configs, make_windows, training_flops
 from m6rec_lib.seeding import seed_everything
 from m6rec_lib.training import matmul_gflops
 
-COURSE = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.2)
-SMOKE = dict(max_len=50, d_model=32, n_heads=2, n_layers=1, dropout=0.2)
+COURSE = default_configs(smoke=False)[0]      # the model notebook 05 trains
+SMOKE = default_configs(smoke=True)[0]
 
 
 def plain_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
