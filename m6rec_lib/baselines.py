@@ -497,9 +497,9 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
         except ValueError:
             raise ValueError(f"metric {metric!r} is not of the form 'NAME@K' (e.g. 'NDCG@10')") from None
     names = list(grid)
-    rows, best_model, best_value = [], None, -np.inf
+    rows, best, best_model = [], 0, None
     combos = list(itertools.product(*(grid[n] for n in names)))
-    for values in tqdm(combos, desc="tune", disable=not progress):
+    for i, values in enumerate(tqdm(combos, desc="tune", disable=not progress)):
         params = dict(zip(names, values))
         model = make_model(**params)
         model.fit(train_matrix, **(fit_kwargs or {}))
@@ -507,10 +507,9 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
         if metric not in result:
             raise ValueError(f"metric {metric!r} is not computed; choose one of {sorted(result)}")
         rows.append({**params, **result})
-        if return_model and (best_model is None or result[metric] > best_value):
-            best_model, best_value = model, result[metric]
+        if i == 0 or result[metric] > rows[best][metric]:      # the first one wins ties
+            best, best_model = i, model
     table = pd.DataFrame(rows)
-    best = int(np.argmax(table[metric].to_numpy()))
     if return_model:
         return dict(zip(names, combos[best])), table, best_model
     return dict(zip(names, combos[best])), table

@@ -73,13 +73,13 @@ class SASRecConfig:
     (older items are cut). ``d_model``: embedding width; ``n_heads`` must divide it. ``d_ff``:
     feed-forward width (default ``4 * d_model``). ``dropout``: on embeddings, attention outputs and
     feed-forward outputs. ``attention_dropout``: on the attention weights (``None``: the same as
-    ``dropout``). On a CPU, dropping attention weights is costly: the ``(batch, heads, L, L)`` random
-    mask takes longer to draw than the attention itself. ``tie_output``: score items with the input item embeddings (SASRec's
-    choice) or with a separate output table; ``output_bias``: add a learned score per item (its
-    popularity, in effect). ``bag``: add to each state the mean of a second embedding table over
-    the real items up to that position (a bag of items, as the matrix factorisation of notebook 02
-    builds its customer vector), so that "what this customer buys in general" has a direct path
-    next to attention's "what came just before".
+    ``dropout``). On a CPU, dropping attention weights is costly: the ``(batch, heads, L, L)``
+    random mask takes longer to draw than the attention itself. ``tie_output``: score items with
+    the input item embeddings (SASRec's choice) or with a separate output table; ``output_bias``:
+    add a learned score per item (its popularity, in effect). ``bag``: add to each state the mean
+    of a second embedding table over the real items up to that position (a bag of items, as the
+    matrix factorisation of notebook 02 builds its customer vector), so that "what this customer
+    buys in general" has a direct path next to attention's "what came just before".
     """
 
     n_items: int
@@ -116,6 +116,7 @@ class SASRecConfig:
 
     @property
     def attention_dropout_p(self) -> float:
+        """The dropout rate of the attention weights (``attention_dropout``, or ``dropout`` if None)."""
         return self.dropout if self.attention_dropout is None else self.attention_dropout
 
 
@@ -329,8 +330,7 @@ class CausalSelfAttentionBlock(nn.Module):
     ``(batch, seq_len, d_model) -> (batch, seq_len, d_model)``.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float,
-                 attention_dropout: float | None = None) -> None:
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attention_dropout: float) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.norm1 = nn.LayerNorm(d_model)
@@ -339,7 +339,7 @@ class CausalSelfAttentionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
         self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = dropout if attention_dropout is None else attention_dropout
+        self.attn_dropout = attention_dropout
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Multi-head attention: ``(b, L, d)``, mask ``(b, 1, L, L)`` -> ``(b, L, d)``."""
@@ -821,15 +821,16 @@ def default_configs(smoke: bool = False, seed: int = 0) -> tuple[dict[str, Any],
     on the attention weights), trained on both targets (next item 0.5, next basket 1.0), new items
     only, on each customer's last 200 lines, in batches of 32, the learning rate falling linearly
     over at most 10 epochs, early stopping; the output layer's products in bfloat16 where the CPU
-    multiplies bfloat16 clearly faster (``precision="auto"``). With dropout 0.2 the model peaked at epoch 2 and then
-    overfitted. Notebooks 05 and 11 both use it, so the model notebook 05 trains is the one
-    notebook 11 loads from the cache. Smoke mode is tiny.
+    multiplies bfloat16 clearly faster (``precision="auto"``). With dropout 0.2 the model peaked at
+    epoch 2 and then overfitted. Notebooks 05 and 11 both use it, so the model notebook 05 trains
+    is the one notebook 11 loads from the cache. Smoke mode is tiny.
     """
     if smoke:
         model = dict(max_len=50, d_model=32, n_heads=2, n_layers=1, dropout=0.2)
         train = dict(epochs=1, batch_size=32, lr=5e-3, patience=1)
     else:
-        model = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.5, attention_dropout=0.0, bag=True)
+        model = dict(max_len=200, d_model=64, n_heads=2, n_layers=2, dropout=0.5, attention_dropout=0.0,
+                     bag=True)
         train = dict(epochs=10, batch_size=32, lr=4e-3, patience=2, lr_decay=True, windows_per_customer=1,
                      precision="auto")
     train.update(next_item_weight=0.5, next_basket_weight=1.0, new_items_only=True, seed=seed)
