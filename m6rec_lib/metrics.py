@@ -1,6 +1,6 @@
 """Full-catalogue ranking metrics and the batched evaluator.
 
-Two layers, both written to be read:
+Three layers, each written to be read:
 
 1. **Per-user functions** on one ranked list of item IDs (best first): :func:`hit_rate_at_k`,
    :func:`recall_at_k`, :func:`ndcg_at_k`, :func:`reciprocal_rank`, plus :func:`auc` for
@@ -9,6 +9,11 @@ Two layers, both written to be read:
 2. **The batched evaluator** :func:`evaluate` (and :func:`evaluate_both`, :func:`results_table`),
    which computes the same numbers for thousands of customers at once with ``torch.topk``, and
    :func:`evaluate_sampled`, the sampled-negative protocol that the course shows to be misleading.
+3. **Intervals**: :func:`per_user_metrics` keeps every customer's own values, and
+   :func:`paired_bootstrap` (:func:`paired_bootstrap_auc` for click tasks) turns two models' values
+   on the same customers into a difference with a 95% interval and a verdict. The course's rule:
+   "A beats B" is said (and asserted) only when that interval excludes 0; otherwise the text says
+   "no measurable difference".
 
 Conventions (see CONTRIBUTING.md)
 ---------------------------------
@@ -24,10 +29,12 @@ Conventions (see CONTRIBUTING.md)
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from .data import DataError, EvalSet
@@ -48,6 +55,15 @@ __all__ = [
     "evaluate_both",
     "evaluate_sampled",
     "results_table",
+    "per_user_metrics",
+    "per_user_metrics_both",
+    "Interval",
+    "PairedDifference",
+    "bootstrap_interval",
+    "paired_bootstrap",
+    "bootstrap_auc",
+    "paired_bootstrap_auc",
+    "comparison_table",
 ]
 
 
@@ -343,7 +359,7 @@ def _first_hit_rank(scores: torch.Tensor, is_target: torch.Tensor) -> torch.Tens
 class _ViewAccumulator:
     """Running sums of the per-user metrics of one view ("all" or "new")."""
 
-    def __init__(self, ks: tuple[int, ...], n_items: int) -> None:
+    def __init__(self, ks: tuple[int, ...], n_items: int, n_positions: int | None = None) -> None:
         self.ks = ks
         self.n_items = n_items
         self.sums: dict[str, float] = {f"{m}@{k}": 0.0 for k in ks for m in ("HR", "Recall", "NDCG")}
@@ -354,9 +370,18 @@ class _ViewAccumulator:
         k_max = max(ks)
         self.discount = 1.0 / torch.log2(torch.arange(k_max, dtype=torch.float64) + 2)  # rank r -> 1/log2(r+2)
         self.ideal_dcg = torch.cumsum(self.discount, 0)          # ideal_dcg[m - 1] = IDCG with m hits
+        # per-user values by eval-set position (NaN: not evaluated in this view), when asked for
+        self.per_user = None if n_positions is None else {
+            name: np.full(n_positions, np.nan) for name in [*self.sums, "n_targets"]}
 
-    def add(self, scores: torch.Tensor, targets: list[np.ndarray]) -> None:
-        """``scores``: (b, n_items) padding dropped, already masked; ``targets``: b item-ID arrays."""
+    def _keep(self, name: str, positions: np.ndarray | None, values: torch.Tensor) -> torch.Tensor:
+        if self.per_user is not None and positions is not None:
+            self.per_user[name][positions] = values.numpy()
+        return values
+
+    def add(self, scores: torch.Tensor, targets: list[np.ndarray], positions: np.ndarray | None = None) -> None:
+        """``scores``: (b, n_items) padding dropped, already masked; ``targets``: b item-ID arrays;
+        ``positions``: (b,) their eval-set positions (needed for per-user values)."""
         n_targets = torch.tensor([len(t) for t in targets], dtype=torch.int64)
         keep = n_targets > 0
         self.n_skipped += int((~keep).sum())
@@ -366,6 +391,9 @@ class _ViewAccumulator:
             scores = scores[keep]
             targets = [t for t, k in zip(targets, keep.tolist()) if k]
             n_targets = n_targets[keep]
+        if positions is not None:
+            positions = np.asarray(positions)[keep.numpy()]
+            self._keep("n_targets", positions, n_targets.to(torch.float64))
         b = scores.shape[0]
         # (b, n_items) True where the column is a (known) target; -1 targets have no column
         is_target = torch.zeros(scores.shape, dtype=torch.bool)
@@ -379,14 +407,17 @@ class _ViewAccumulator:
         top_is_real = torch.isfinite(scores.gather(1, top))         # -inf items are not recommended
         for k in self.ks:
             hits_k = hits[:, :k]
-            self.sums[f"HR@{k}"] += float((hits_k.sum(1) > 0).sum())
-            self.sums[f"Recall@{k}"] += float((hits_k.sum(1) / n_targets).sum())
             dcg = (hits_k * self.discount[:hits_k.shape[1]]).sum(1)
             idcg = self.ideal_dcg[torch.clamp(n_targets, max=k) - 1]
-            self.sums[f"NDCG@{k}"] += float((dcg / idcg).sum())
+            per_user = {f"HR@{k}": (hits_k.sum(1) > 0).to(torch.float64),
+                        f"Recall@{k}": hits_k.sum(1) / n_targets,
+                        f"NDCG@{k}": dcg / idcg}
+            for name, values in per_user.items():
+                self.sums[name] += float(self._keep(name, positions, values).sum())
             self.covered[k][top[:, :k][top_is_real[:, :k]]] = True
         rank = _first_hit_rank(scores, is_target).to(torch.float64)
-        self.sums["MRR"] += float(torch.where(rank >= 0, 1.0 / (rank + 1.0), 0.0).sum())
+        rr = torch.where(rank >= 0, 1.0 / (rank + 1.0), 0.0)
+        self.sums["MRR"] += float(self._keep("MRR", positions, rr).sum())
         self.n_users += b
 
     def result(self) -> dict[str, float]:
@@ -412,14 +443,15 @@ def _mask_seen(scores: torch.Tensor, eval_set: EvalSet, batch: np.ndarray) -> to
     return masked
 
 
-def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int],
-                    views: Sequence[bool], batch_size: int) -> list[dict[str, float]]:
+def _run_views(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int],
+               views: Sequence[bool], batch_size: int, per_user: bool = False) -> list[_ViewAccumulator]:
     """Evaluate several views (``exclude_seen`` flags) in one pass over the scores."""
     _check_eval_set(eval_set)
     ks = _check_ks(ks)
     n_items = eval_set.n_items
     view_targets = [_view_targets(eval_set, exclude_seen) for exclude_seen in views]
-    accumulators = [_ViewAccumulator(ks, n_items) for _ in views]
+    n_positions = len(eval_set) if per_user else None
+    accumulators = [_ViewAccumulator(ks, n_items, n_positions) for _ in views]
     # users with no target in any view are never scored (a callable is not asked for them)
     needed = np.array([any(len(t[i]) for t in view_targets) for i in range(len(eval_set))], dtype=bool)
     for acc in accumulators:
@@ -429,8 +461,13 @@ def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[in
         with _one_torch_thread():
             for exclude_seen, acc, targets in zip(views, accumulators, view_targets):
                 view_scores = _mask_seen(scores, eval_set, batch) if exclude_seen else scores
-                acc.add(view_scores, [targets[i] for i in batch])
-    return [acc.result() for acc in accumulators]
+                acc.add(view_scores, [targets[i] for i in batch], batch)
+    return accumulators
+
+
+def _evaluate_views(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int],
+                    views: Sequence[bool], batch_size: int) -> list[dict[str, float]]:
+    return [acc.result() for acc in _run_views(scores_or_fn, eval_set, ks, views, batch_size)]
 
 
 def evaluate(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int] = (10, 50),
@@ -618,3 +655,316 @@ def _sampled_ranks(scores: torch.Tensor, neg_cols: np.ndarray,
         (neg_scores == t_scores) & (neg_cols_t.unsqueeze(1) < target_cols_t.unsqueeze(2)))
     rank = beaten_by.sum(dim=2).numpy()                                     # (b, T)
     return rank, target_cols >= 0, is_pair
+
+
+# =============================================================================================
+# 4. How sure are we? Per-user values and customer-level bootstrap intervals
+# =============================================================================================
+#
+# A metric is a mean over customers, so it has sampling noise: another month's customers would give
+# another number. Two models scored on the *same* customers are compared by the mean of their
+# per-customer differences; resampling customers with replacement (the bootstrap; Efron 1979)
+# gives an interval for that mean. The pairing matters: most of the noise is in which customers
+# are easy, and it cancels in the differences (Smucker, Allan & Carterette, CIKM 2007, compare such
+# tests for ranking metrics).
+
+VIEWS = {"all": False, "new": True}
+
+
+def per_user_metrics(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int] = (10, 50),
+                     exclude_seen: bool = False, batch_size: int = 1024) -> pd.DataFrame:
+    """Every evaluated user's own metric values: the numbers :func:`evaluate` averages.
+
+    Same arguments as :func:`evaluate`. Returns a DataFrame with one row per eval-set position
+    (``0 .. len(eval_set) - 1``, in order) and columns ``HR@K``, ``Recall@K``, ``NDCG@K``, ``MRR``
+    and ``n_targets``; the rows of users this view leaves out (no target in it) are NaN. The mean of
+    a column over its non-NaN rows equals :func:`evaluate`'s value.
+    """
+    acc = _run_views(scores_or_fn, eval_set, ks, [bool(exclude_seen)], batch_size, per_user=True)[0]
+    return pd.DataFrame(acc.per_user).rename_axis("position")
+
+
+def per_user_metrics_both(scores_or_fn: ScoresOrFn, eval_set: EvalSet, ks: Sequence[int] = (10, 50),
+                          batch_size: int = 1024) -> dict[str, pd.DataFrame]:
+    """:func:`per_user_metrics` of both views in one pass: ``{"all": frame, "new": frame}``."""
+    accs = _run_views(scores_or_fn, eval_set, ks, list(VIEWS.values()), batch_size, per_user=True)
+    return {view: pd.DataFrame(acc.per_user).rename_axis("position") for view, acc in zip(VIEWS, accs)}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its bootstrap interval: ``value`` in ``[low, high]`` (``confidence``, e.g. 0.95)."""
+
+    value: float
+    low: float
+    high: float
+    n: int
+    confidence: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+    def __contains__(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+
+OUTCOMES = ("a", "b", "none")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The difference of one metric between models A and B on the same users, with its interval.
+
+    ``diff = a - b`` (means over the ``n_users`` users both were scored on) and its
+    ``confidence`` interval ``[low, high]`` from a paired bootstrap over users. ``outcome`` is
+    ``"a"`` (A is better: the interval lies above 0), ``"b"`` (below 0) or ``"none"`` (it contains 0:
+    no measurable difference on these users).
+    """
+
+    name_a: str
+    name_b: str
+    metric: str
+    view: str
+    a: float
+    b: float
+    diff: float
+    low: float
+    high: float
+    n_users: int
+    confidence: float = 0.95
+    n_boot: int = 2000
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    @property
+    def outcome(self) -> str:
+        return "a" if self.low > 0 else "b" if self.high < 0 else "none"
+
+    @property
+    def verdict(self) -> str:
+        """The sentence the numbers support: "A beats B", "B beats A" or "no measurable difference"."""
+        return {"a": f"{self.name_a} beats {self.name_b}", "b": f"{self.name_b} beats {self.name_a}",
+                "none": "no measurable difference"}[self.outcome]
+
+    @property
+    def key(self) -> str:
+        """A stable name for the record: ``"A vs B | view | metric"``."""
+        return f"{self.name_a} vs {self.name_b} | {self.view} | {self.metric}"
+
+    def __str__(self) -> str:
+        where = f" ({self.view})" if self.view else ""
+        return (f"{self.name_a} - {self.name_b}, {self.metric}{where}: {self.diff:+.4f} "
+                f"[{self.confidence:.0%} CI {self.low:+.4f}, {self.high:+.4f}], "
+                f"{self.n_users:,} users: {self.verdict}")
+
+    def require(self, outcome: str, enforce: bool = True) -> "PairedDifference":
+        """Assert that the interval supports ``outcome`` ("a", "b" or "none"), when ``enforce``.
+
+        This is how a notebook asserts a comparison its text makes: "a" for "A beats B", "none" for
+        "no measurable difference". Pass ``enforce=not SMOKE``: a smoke run has too few users to
+        decide anything, so it only prints. Returns ``self``, so it can end a line that prints it.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES} ('a': A beats B, 'b': B beats A, "
+                             f"'none': no measurable difference), got {outcome!r}")
+        if enforce and self.outcome != outcome:
+            wanted = {"a": f"{self.name_a} beats {self.name_b}", "b": f"{self.name_b} beats {self.name_a}",
+                      "none": "no measurable difference"}[outcome]
+            raise AssertionError(f"the text claims '{wanted}', but this run measured: {self}")
+        return self
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record (what :func:`m6rec_lib.recording.record_metrics` stores)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(key=self.key, outcome=self.outcome, verdict=self.verdict)
+        return out
+
+
+def _resample_means(values: np.ndarray, n_boot: int, rng: np.random.Generator,
+                    chunk: int = 200) -> np.ndarray:
+    """(n_boot,) means of ``values`` (n,) over ``n`` users drawn with replacement, per resample."""
+    n = len(values)
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        drawn = rng.integers(0, n, size=(m, n))                          # (m, n) user positions
+        out[start:start + m] = values[drawn].mean(axis=1)
+    return out
+
+
+def _check_bootstrap_args(n_boot: int, confidence: float) -> None:
+    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 100:
+        raise ValueError(f"n_boot must be an integer >= 100 (e.g. 2000), got {n_boot!r}")
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"confidence must be in [0.5, 1), e.g. 0.95; got {confidence!r}")
+
+
+def bootstrap_interval(values: Sequence[float] | np.ndarray | pd.Series, n_boot: int = 2000,
+                       confidence: float = 0.95, seed: int = 0) -> Interval:
+    """The mean of per-user ``values`` (NaN rows ignored) with a percentile bootstrap interval."""
+    _check_bootstrap_args(n_boot, confidence)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 users with a value, got {len(v)}")
+    means = _resample_means(v, n_boot, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2 * 100
+    return Interval(float(v.mean()), float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)),
+                    len(v), confidence)
+
+
+def _per_user_column(x, eval_set: EvalSet | None, metric: str, exclude_seen: bool, what: str) -> np.ndarray:
+    """Per-user values of ``metric`` from per-user values, a per-user frame, or scores to evaluate."""
+    if isinstance(x, pd.DataFrame):
+        if metric not in x.columns:
+            raise ValueError(f"{what}: the per-user frame has no column {metric!r} (has {list(x.columns)})")
+        return x[metric].to_numpy(dtype=np.float64)
+    if isinstance(x, pd.Series) or (isinstance(x, np.ndarray) and x.ndim == 1) or isinstance(x, list):
+        return np.asarray(x, dtype=np.float64)
+    if eval_set is None:
+        raise ValueError(f"{what} looks like scores: pass eval_set=... so that they can be evaluated, "
+                         "or pass per-user values (per_user_metrics(...)[metric])")
+    k = int(metric.split("@")[1]) if "@" in metric else 10
+    return per_user_metrics(x, eval_set, ks=(k,), exclude_seen=exclude_seen)[metric].to_numpy()
+
+
+def paired_bootstrap(a, b, eval_set: EvalSet | None = None, metric: str = "NDCG@10",
+                     exclude_seen: bool = False, *, names: tuple[str, str] = ("A", "B"),
+                     view: str | None = None, n_boot: int = 2000, confidence: float = 0.95,
+                     seed: int = 0) -> PairedDifference:
+    """Is A better than B? The mean per-user difference of ``metric`` with a paired bootstrap interval.
+
+    Parameters
+    ----------
+    a, b
+        Each model's per-user values: a 1-D array / Series aligned by eval-set position (NaN = not
+        evaluated), a frame from :func:`per_user_metrics` (its ``metric`` column is used), or scores /
+        a score callable as for :func:`evaluate` (then ``eval_set`` is required).
+    metric
+        e.g. ``"NDCG@10"``, ``"Recall@50"``, ``"MRR"``.
+    exclude_seen
+        The view, when scores are passed: False = all items, True = items new to the customer.
+    names, view
+        Labels for the printout and the record (``view`` defaults to "all" / "new" from
+        ``exclude_seen``).
+    n_boot, confidence, seed
+        Bootstrap resamples (users drawn with replacement, the same draw for A and B), the interval's
+        coverage, and the seed of the draws (the same seed gives the same interval).
+
+    Returns
+    -------
+    :class:`PairedDifference`: ``diff = mean(a) - mean(b)`` over users with both values, its
+    percentile interval, and the verdict ("A beats B" only when the interval lies above 0).
+    """
+    _check_bootstrap_args(n_boot, confidence)
+    va = _per_user_column(a, eval_set, metric, exclude_seen, "a")
+    vb = _per_user_column(b, eval_set, metric, exclude_seen, "b")
+    if va.shape != vb.shape:
+        raise ValueError(f"a and b have {len(va)} and {len(vb)} per-user values; a paired comparison needs "
+                         "both models scored on the same users, in the same order")
+    both = ~np.isnan(va) & ~np.isnan(vb)
+    if (np.isnan(va) != np.isnan(vb)).any():
+        raise ValueError(
+            f"a and b were evaluated on different users ({int((~np.isnan(va)).sum())} and "
+            f"{int((~np.isnan(vb)).sum())} values): compare models on the same eval set and view")
+    if both.sum() < 2:
+        raise ValueError(f"a paired bootstrap needs at least 2 users scored by both models, got {int(both.sum())}")
+    d = va[both] - vb[both]
+    means = _resample_means(d, n_boot, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2 * 100
+    return PairedDifference(
+        name_a=str(names[0]), name_b=str(names[1]), metric=metric,
+        view=view if view is not None else ("new" if exclude_seen else "all"),
+        a=float(va[both].mean()), b=float(vb[both].mean()), diff=float(d.mean()),
+        low=float(np.percentile(means, tail)), high=float(np.percentile(means, 100 - tail)),
+        n_users=int(both.sum()), confidence=confidence, n_boot=int(n_boot))
+
+
+def _group_weights(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(inverse (n,), counts (n_boot, n_groups)): how often each row's group is drawn per resample."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    drawn = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    counts = np.zeros((n_boot, n_groups))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), n_groups), drawn.ravel()), 1.0)
+    return inverse, counts
+
+
+def _weighted_auc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUC of every row of ``weights`` (m, n): each pair counted ``weight`` times, ties one half."""
+    values, tie_group = np.unique(scores, return_inverse=True)            # ascending distinct scores
+    pos = labels.astype(bool)
+    n_u = len(values)
+    # (n, n_u) one-hot of each row's tie group, split by label; weights @ it = weight per distinct score
+    onehot = sp.csr_matrix((np.ones(len(scores)), (np.arange(len(scores)), tie_group)), shape=(len(scores), n_u))
+    w_pos = np.asarray((onehot[pos].T @ weights[:, pos].T).T)              # (m, n_u)
+    w_neg = np.asarray((onehot[~pos].T @ weights[:, ~pos].T).T)
+    neg_below = np.cumsum(w_neg, axis=1) - w_neg                           # negatives scored lower
+    total = w_pos.sum(1) * w_neg.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w_pos * (neg_below + 0.5 * w_neg)).sum(1) / total
+
+
+def _check_auc_inputs(labels, groups, *score_arrays) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    labels = np.asarray(labels).ravel()
+    groups = np.asarray(groups).ravel()
+    arrays = [np.asarray(s, dtype=np.float64).ravel() for s in score_arrays]
+    if any(len(x) != len(labels) for x in (groups, *arrays)):
+        raise ValueError("labels, groups and scores must have one entry per pair")
+    if not np.isin(labels, (0, 1)).all() or labels.min() == labels.max():
+        raise ValueError("labels must be 0/1 with at least one of each")
+    if any(np.isnan(x).any() for x in arrays):
+        raise ValueError("scores contain NaN; fix the model output before computing AUC")
+    return labels, groups, arrays
+
+
+def bootstrap_auc(labels, scores, groups, n_boot: int = 1000, confidence: float = 0.95,
+                  seed: int = 0) -> Interval:
+    """AUC with a bootstrap interval that resamples whole ``groups`` (e.g. customer moments).
+
+    Pairs of one customer are not independent, so the customers are drawn with replacement, each
+    with all its pairs. ``labels``, ``scores``, ``groups``: (n,) one entry per pair.
+    """
+    _check_bootstrap_args(n_boot, confidence)
+    labels, groups, (s,) = _check_auc_inputs(labels, groups, scores)
+    inverse, counts = _group_weights(groups, n_boot, np.random.default_rng(seed))
+    boots = np.concatenate([_weighted_auc(labels, s, counts[i:i + 100][:, inverse])
+                            for i in range(0, n_boot, 100)])
+    boots = boots[np.isfinite(boots)]
+    tail = (1 - confidence) / 2 * 100
+    return Interval(auc(labels, s), float(np.percentile(boots, tail)), float(np.percentile(boots, 100 - tail)),
+                    int(inverse.max()) + 1, confidence)
+
+
+def paired_bootstrap_auc(labels, scores_a, scores_b, groups, *, names: tuple[str, str] = ("A", "B"),
+                         view: str = "", n_boot: int = 1000, confidence: float = 0.95,
+                         seed: int = 0) -> PairedDifference:
+    """AUC(A) - AUC(B) on the same pairs, with an interval from resampling whole ``groups``.
+
+    Each resample draws customers (groups) with replacement and computes both AUCs on the same
+    draw, so what the two models share cancels. ``n_users`` in the result is the number of groups.
+    """
+    _check_bootstrap_args(n_boot, confidence)
+    labels, groups, (sa, sb) = _check_auc_inputs(labels, groups, scores_a, scores_b)
+    inverse, counts = _group_weights(groups, n_boot, np.random.default_rng(seed))
+    diffs = []
+    for i in range(0, n_boot, 100):
+        w = counts[i:i + 100][:, inverse]
+        diffs.append(_weighted_auc(labels, sa, w) - _weighted_auc(labels, sb, w))
+    diffs = np.concatenate(diffs)
+    diffs = diffs[np.isfinite(diffs)]
+    tail = (1 - confidence) / 2 * 100
+    a, b = auc(labels, sa), auc(labels, sb)
+    return PairedDifference(str(names[0]), str(names[1]), "AUC", view, a, b, a - b,
+                            float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail)),
+                            int(inverse.max()) + 1, confidence, int(n_boot))
+
+
+def comparison_table(differences: Sequence[PairedDifference]) -> pd.DataFrame:
+    """One row per comparison: A, B, metric, view, both means, the difference, its interval, verdict."""
+    rows = [{"A": d.name_a, "B": d.name_b, "metric": d.metric, "view": d.view, "A value": d.a,
+             "B value": d.b, "A - B": d.diff, "low": d.low, "high": d.high, "users": d.n_users,
+             "verdict": d.verdict} for d in differences]
+    return pd.DataFrame(rows)
