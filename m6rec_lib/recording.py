@@ -11,6 +11,14 @@ be compared across runs and checked against tolerances, without scraping printed
 
 Each record says in which run mode it was made (``"full"`` or ``"smoke"``), so a smoke-mode number
 is never mistaken for a real result.
+
+A notebook also records its **headline comparisons**: the
+:class:`~m6rec_lib.metrics.PairedDifference` objects behind every "A beats B" (or "no measurable
+difference") its text says, each with its interval::
+
+    record_metrics({...}, comparisons=[sasrec_vs_ease, twotower_vs_ials])
+
+The course runner collects them into ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import math
 import os
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +36,7 @@ import pandas as pd
 from m6rec_lib.config import smoke_from_env
 
 METRICS_MIME = "application/vnd.m6rec.metrics+json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: records carry "comparisons"
 MAX_TEXT_LENGTH = 200
 MODES = ("full", "smoke")
 
@@ -93,8 +101,34 @@ def _resolve_mode(mode: str | None) -> str:
     return mode
 
 
+COMPARISON_FIELDS = ("name_a", "name_b", "metric", "view", "a", "b", "diff", "low", "high", "n_users")
+
+
+def validate_comparisons(comparisons: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """Comparisons as JSON-ready dicts: from ``PairedDifference`` objects (or their ``to_dict()``).
+
+    Keys must be unique within a notebook; numbers must be finite.
+    """
+    out: list[dict[str, Any]] = []
+    for c in comparisons or []:
+        record = c.to_dict() if hasattr(c, "to_dict") else dict(c)
+        missing = [f for f in COMPARISON_FIELDS if f not in record]
+        if missing:
+            raise ValueError(f"a comparison lacks {missing}; pass the PairedDifference that "
+                             "m6rec_lib.metrics.paired_bootstrap returned")
+        for f in ("a", "b", "diff", "low", "high"):
+            record[f] = _clean_value(f"comparison {record.get('key', '?')}.{f}", record[f])
+        out.append(record)
+    keys = [r["key"] for r in out]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise ValueError(f"comparisons recorded twice: {duplicated}; record each once")
+    return out
+
+
 def metrics_payload(
-    metrics: Mapping[str, Any], *, mode: str | None = None, notebook: str | None = None
+    metrics: Mapping[str, Any], *, mode: str | None = None, notebook: str | None = None,
+    comparisons: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable record :func:`record_metrics` emits (validated)."""
     clean = validate_metrics(metrics)
@@ -103,6 +137,7 @@ def metrics_payload(
         "mode": _resolve_mode(mode),
         "notebook": notebook,
         "metrics": [{"name": k, "value": v} for k, v in clean.items()],
+        "comparisons": validate_comparisons(comparisons),
     }
 
 
@@ -129,7 +164,8 @@ def _ipython():
 
 
 def record_metrics(
-    metrics: Mapping[str, Any], *, mode: str | None = None, notebook: str | None = None
+    metrics: Mapping[str, Any], *, mode: str | None = None, notebook: str | None = None,
+    comparisons: Sequence[Any] | None = None,
 ) -> None:
     """Show ``metrics`` as a table and emit them machine-readably (a notebook's last cell).
 
@@ -143,21 +179,36 @@ def record_metrics(
         notebook's resolved ``SMOKE`` parameter: ``mode="smoke" if smoke else "full"``.
     notebook
         A name for the record, e.g. ``"02_softmax"``.
+    comparisons
+        The notebook's headline comparisons: ``PairedDifference`` objects from
+        :func:`m6rec_lib.metrics.paired_bootstrap` (or :func:`~m6rec_lib.metrics.paired_bootstrap_auc`),
+        shown as a second table and stored with their intervals.
 
     In Jupyter this displays the table and an output of MIME type :data:`METRICS_MIME`;
     elsewhere it prints the table.
     """
-    payload = metrics_payload(metrics, mode=mode, notebook=notebook)
+    payload = metrics_payload(metrics, mode=mode, notebook=notebook, comparisons=comparisons)
     table = metrics_table(payload)
+    shown = [table] + ([comparisons_table(payload)] if payload["comparisons"] else [])
     shell = _ipython()
     if shell is None:
         print(_summary_line(payload))
-        print(table.to_string())
+        for t in shown:
+            print(t.to_string())
         return
     from IPython.display import display
 
-    display(table)
+    for t in shown:
+        display(t)
     display({METRICS_MIME: payload, "text/plain": _summary_line(payload)}, raw=True)
+
+
+def comparisons_table(payload: Mapping[str, Any]) -> pd.DataFrame:
+    """A readable table of a payload's comparisons: difference, interval and verdict per row."""
+    rows = [{"comparison": f"{c['name_a']} vs {c['name_b']}", "view": c["view"], "metric": c["metric"],
+             "A - B": round(c["diff"], 4), "95% interval": f"[{c['low']:+.4f}, {c['high']:+.4f}]",
+             "users": c["n_users"], "verdict": c["verdict"]} for c in payload.get("comparisons", [])]
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +240,11 @@ def read_metrics_payloads(ipynb_path: str | os.PathLike[str]) -> list[dict[str, 
                 payload = json.loads(payload)
             payloads.append(dict(payload))
     return payloads
+
+
+def read_comparisons(ipynb_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every comparison recorded in an executed notebook, in cell order (may be [])."""
+    return [c for payload in read_metrics_payloads(ipynb_path) for c in payload.get("comparisons", [])]
 
 
 def read_metrics(ipynb_path: str | os.PathLike[str], *, required: bool = True) -> dict[str, Any]:

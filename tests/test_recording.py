@@ -42,8 +42,8 @@ def test_payload_mode_comes_from_the_environment(monkeypatch):
     assert rec.metrics_payload({"x": 1})["mode"] == "full"
     payload = rec.metrics_payload({"x": 1, "y": "z"}, mode="smoke", notebook="nb")
     assert payload == {
-        "schema": 1, "mode": "smoke", "notebook": "nb",
-        "metrics": [{"name": "x", "value": 1}, {"name": "y", "value": "z"}],
+        "schema": 2, "mode": "smoke", "notebook": "nb",
+        "metrics": [{"name": "x", "value": 1}, {"name": "y", "value": "z"}], "comparisons": [],
     }
     with pytest.raises(ValueError, match="mode"):
         rec.metrics_payload({"x": 1}, mode="fast")
@@ -116,3 +116,27 @@ def test_record_and_read_back_through_a_real_kernel(tmp_path):
     outputs = nbformat.read(path, as_version=4).cells[1].outputs
     assert "text/html" in outputs[0]["data"]  # the readable table
     assert outputs[1]["data"]["text/plain"] == "[recorded 3 metrics of tiny, smoke run]"
+
+
+def _difference(diff=0.02, low=0.01, high=0.03, a="SASRec", b="EASE"):
+    from m6rec_lib.metrics import PairedDifference
+
+    return PairedDifference(a, b, "NDCG@10", "new", 0.1 + diff, 0.1, diff, low, high, 1500)
+
+
+def test_comparisons_are_recorded_read_back_and_validated(tmp_path, capsys):
+    d, tie = _difference(), _difference(0.001, -0.004, 0.006, b="iALS")
+    payload = rec.metrics_payload({"x": 1}, mode="full", comparisons=[d, tie])
+    assert [c["verdict"] for c in payload["comparisons"]] == ["SASRec beats EASE", "no measurable difference"]
+    assert payload["comparisons"][0]["key"] == "SASRec vs EASE | new | NDCG@10"
+    path = _notebook_with_outputs(tmp_path / "nb.ipynb", [
+        [new_output("display_data", data={rec.METRICS_MIME: payload, "text/plain": "x"})]])
+    assert [c["low"] for c in rec.read_comparisons(path)] == [0.01, -0.004]
+    rec.record_metrics({"x": 1}, mode="full", comparisons=[d])
+    assert "SASRec beats EASE" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="recorded twice"):
+        rec.metrics_payload({"x": 1}, comparisons=[d, d])
+    with pytest.raises(ValueError, match="lacks"):
+        rec.metrics_payload({"x": 1}, comparisons=[{"name_a": "A"}])
+    with pytest.raises(ValueError, match="finite"):
+        rec.metrics_payload({"x": 1}, comparisons=[_difference(float("nan"))])
