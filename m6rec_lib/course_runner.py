@@ -7,8 +7,11 @@ Usage::
     python -m m6rec_lib.course_runner --only 01 02 --no-book
 
 Executed copies go to ``runs/<mode>/notebooks/``; ``runs/<mode>/summary.md`` and ``summary.json``
-hold, per notebook, the status, wall time and recorded metrics; the site goes to
-``runs/<mode>/site/``. The exit status is non-zero if any notebook (or the book) failed.
+hold, per notebook, the status, wall time, recorded metrics and headline comparisons (each with its
+95% interval; ``summary.json`` also lists them all under ``"headline_comparisons"``); the site goes
+to ``runs/<mode>/site/``. The site publishes only the notebooks that ran without error in *this*
+run: a failed notebook, or one left over from an earlier run, is never shown as a lesson. The exit
+status is non-zero if any notebook (or the book) failed, and a failure names the cell and the line.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -33,6 +39,37 @@ class NotebookResult:
     seconds: float
     metrics: dict = field(default_factory=dict)
     error: str = ""
+    comparisons: list = field(default_factory=list)
+
+
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+"""Kernels start quietly: their start-up warnings (e.g. about the local transport) are not errors."""
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line that says what failed and where: the exception, the cell and the failing line.
+
+    For papermill's execution errors the notebook's own frame is found in the kernel's traceback
+    (the ``---->`` line of the last ``Cell In[..]`` frame), so an ``assert`` shows its source.
+    """
+    ename = getattr(exc, "ename", None) or type(exc).__name__
+    evalue = getattr(exc, "evalue", None)
+    if evalue is None:
+        text = str(exc).strip()
+        evalue = text.splitlines()[-1] if text else ""
+    where = ""
+    frames = [_ANSI_RE.sub("", f) for f in (getattr(exc, "traceback", None) or [])]
+    cells = [f for f in frames if f.lstrip().startswith("Cell In[")]
+    if cells:
+        frame = cells[-1]
+        header = frame.strip().splitlines()[0]                 # "Cell In[12], line 3"
+        arrow = [ln for ln in frame.splitlines() if ln.lstrip().startswith("---->")]
+        code = re.sub(r"^\s*---->\s*\d*\s?", "", arrow[0]).strip() if arrow else ""
+        where = f" at {header.replace('Cell ', 'cell ')}" + (f": {code}" if code else "")
+    message = f"{ename}: {evalue}".rstrip(": ")
+    return message + where
 
 
 def discover_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -59,7 +96,7 @@ def execute_notebook(src: Path, dst: Path, smoke: bool, timeout: int) -> Noteboo
     """Run one notebook with papermill into ``dst`` (written atomically) and read its metrics."""
     import papermill as pm
 
-    from .recording import read_metrics
+    from .recording import read_comparisons, read_metrics
 
     start = time.perf_counter()
     error = ""
@@ -68,18 +105,19 @@ def execute_notebook(src: Path, dst: Path, smoke: bool, timeout: int) -> Noteboo
             pm.execute_notebook(
                 str(src), str(tmp), parameters={"SMOKE": smoke}, cwd=str(src.parent),
                 progress_bar=False, execution_timeout=timeout, log_output=False,
-                kernel_name="python3", language="python",
+                kernel_name="python3", language="python", extra_arguments=KERNEL_ARGUMENTS,
             )
         except Exception as exc:  # papermill still wrote the partial notebook: keep it
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+            error = describe_failure(exc)
     seconds = time.perf_counter() - start
-    metrics = {}
+    metrics, comparisons = {}, []
     if not error:
         try:
             metrics = read_metrics(dst)
+            comparisons = read_comparisons(dst)
         except Exception as exc:
             error = f"could not read recorded metrics: {exc}"
-    return NotebookResult(src.stem, "failed" if error else "ok", round(seconds, 1), metrics, error)
+    return NotebookResult(src.stem, "failed" if error else "ok", round(seconds, 1), metrics, error, comparisons)
 
 
 def summary_markdown(results: list[NotebookResult], mode: str, total: float, extra: dict) -> str:
@@ -91,7 +129,14 @@ def summary_markdown(results: list[NotebookResult], mode: str, total: float, ext
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(r.metrics.items())[:8])
         more = f" (+{len(r.metrics) - 8} more)" if len(r.metrics) > 8 else ""
         status = r.status if not r.error else f"{r.status}: {r.error}"
-        lines.append(f"| {r.notebook} | {status} | {r.seconds:.1f} | {shown}{more} |")
+        lines.append(f"| {r.notebook} | {status} | {r.seconds:.1f} | {shown}{more} |".replace("\n", " "))
+    compared = [(r.notebook, c) for r in results for c in r.comparisons]
+    if compared:
+        lines += ["", "## Headline comparisons (A - B, 95% interval from a paired bootstrap over customers)", "",
+                  "| notebook | A vs B | view | metric | A - B | interval | verdict |", "|---|---|---|---|---|---|---|"]
+        for name, c in compared:
+            lines.append(f"| {name} | {c['name_a']} vs {c['name_b']} | {c['view']} | {c['metric']} | "
+                         f"{c['diff']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] | {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -115,6 +160,8 @@ def run_course(
     """Execute the selected notebooks (and build the book); return the exit status."""
     from tqdm.auto import tqdm
 
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds per cell (e.g. 1800), got {timeout!r}")
     mode = "smoke" if smoke else "full"
     out = Path(out) if out else runs_dir() / mode
     nb_out = out / "notebooks"
@@ -134,21 +181,26 @@ def run_course(
     extra: dict = {"executed notebooks": _shown(nb_out)}
 
     book_ok = True
-    if book:
+    published = [r.notebook for r in results if r.status == "ok"]
+    if book and not published:
+        book_ok = False
+        extra["book"] = "not built: no notebook ran without error"
+    elif book:
         try:
-            from .book import build_book
-
             tb = time.perf_counter()
-            index = build_book(nb_out, out / "site")
+            index = build_site(nb_out, published, out / "site")
             extra["book build seconds"] = round(time.perf_counter() - tb, 1)
             extra["site"] = _shown(Path(index))
+            extra["published notebooks"] = len(published)
             tqdm.write(f"site built: {extra['site']} ({extra['book build seconds']} s)")
         except Exception as exc:
             book_ok = False
             extra["book"] = f"FAILED: {type(exc).__name__}: {exc}"
             traceback.print_exc()
 
-    data = {"mode": mode, "total_seconds": round(total, 1), **extra, "notebooks": [asdict(r) for r in results]}
+    headline = [{"notebook": r.notebook, **c} for r in results for c in r.comparisons]
+    data = {"mode": mode, "total_seconds": round(total, 1), **extra, "headline_comparisons": headline,
+            "notebooks": [asdict(r) for r in results]}
     atomic_write_text(out / "summary.json", json.dumps(data, indent=2, default=str) + "\n")
     atomic_write_text(out / "summary.md", summary_markdown(results, mode, total, extra))
     print(summary_markdown(results, mode, total, extra))
@@ -158,13 +210,43 @@ def run_course(
     return 1 if failed or not book_ok else 0
 
 
+def build_site(nb_out: Path, published: list[str], site: Path) -> Path:
+    """Build the site from the notebooks of this run that succeeded (``published`` stems) only.
+
+    ``nb_out`` may also hold failed notebooks and copies left by earlier runs (e.g. before an
+    ``--only`` run); they are not copied into the build, so the site never mixes runs.
+    """
+    from .book import build_book
+
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=site.parent))
+    try:
+        for stem in published:
+            shutil.copy2(nb_out / f"{stem}.ipynb", staging / f"{stem}.ipynb")
+        return build_book(staging, site)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--timeout must be a positive number of seconds per cell, got {text}; "
+            "there is no 'no limit' value, give a large one (e.g. 36000) instead")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Execute the course notebooks (and build the book).")
     parser.add_argument("--smoke", action="store_true", help="small parameters, as in the tests")
     parser.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks (name prefixes)")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/<mode>)")
     parser.add_argument("--no-book", action="store_true", help="do not build the site")
-    parser.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=_positive_seconds, default=1800,
+                        help="per-cell time limit in seconds (positive; default 1800)")
     args = parser.parse_args(argv)
     return run_course(args.smoke, args.only, args.out, not args.no_book, args.timeout)
 

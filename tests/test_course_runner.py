@@ -46,11 +46,48 @@ def test_failing_notebook_gives_non_zero_exit(tmp_path, monkeypatch):
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
     nbformat.write(nb, nb_dir / "00_broken.ipynb")
+    good = nbformat.v4.new_notebook(metadata=nb.metadata)
+    good.cells = [params, nbformat.v4.new_code_cell(
+        "from m6rec_lib.recording import record_metrics\nrecord_metrics({'x': 1})")]
+    nbformat.write(good, nb_dir / "01_fine.ipynb")
+    failing_assert = nbformat.v4.new_notebook(metadata=nb.metadata)
+    failing_assert.cells = [params, nbformat.v4.new_code_cell("ndcg = 0.1\nassert ndcg > 0.2, 'too low'")]
+    nbformat.write(failing_assert, nb_dir / "02_claim.ipynb")
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", nb_dir)
     monkeypatch.setattr(runner, "discover_notebooks", lambda d=nb_dir: sorted(nb_dir.glob("*.ipynb")))
-    status = main(["--smoke", "--no-book", "--out", str(tmp_path / "out")])
+    built = {}
+
+    def fake_build_book(notebooks_dir, site):  # what the site would publish
+        built["published"] = sorted(p.name for p in Path(notebooks_dir).iterdir())
+        site.mkdir(parents=True, exist_ok=True)
+        return site / "index.html"
+
+    monkeypatch.setattr("m6rec_lib.book.build_book", fake_build_book)
+    out = tmp_path / "out"
+    (out / "notebooks").mkdir(parents=True)
+    (out / "notebooks" / "05_left_over_from_an_earlier_run.ipynb").write_text("{}")
+    status = main(["--smoke", "--out", str(out)])
     assert status == 1
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["notebooks"][0]["status"] == "failed"
-    assert "boom" in summary["notebooks"][0]["error"]
-    assert (tmp_path / "out" / "notebooks" / "00_broken.ipynb").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = {nb["notebook"]: nb for nb in summary["notebooks"]}
+    assert by_name["00_broken"]["status"] == "failed" and "boom" in by_name["00_broken"]["error"]
+    # an assertion failure names the cell and shows the failing line
+    assert by_name["02_claim"]["error"] == "AssertionError: too low at cell In[3], line 2: assert ndcg > 0.2, 'too low'"
+    assert (out / "notebooks" / "00_broken.ipynb").exists()  # kept, to read the error in it
+    # only this run's successful notebook is published: not the failed ones, not the left-over one
+    assert built["published"] == ["01_fine.ipynb"] and summary["published notebooks"] == 1
+
+
+def test_timeout_must_be_positive():
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--no-book", "--timeout", "0"])
+    from m6rec_lib.course_runner import run_course
+
+    with pytest.raises(ValueError, match="positive"):
+        run_course(smoke=True, timeout=-1)
+
+
+def test_describe_failure_without_a_kernel_traceback():
+    from m6rec_lib.course_runner import describe_failure
+
+    assert describe_failure(RuntimeError("first\nlast line")) == "RuntimeError: last line"
