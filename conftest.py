@@ -7,7 +7,9 @@ It runs when pytest imports it, before any test and before any Jupyter kernel is
   any connection that is not loopback. The guard is installed in this pytest process too;
 - puts the repository root on ``PYTHONPATH`` so kernels import ``m6rec_lib`` even when it is not
   installed;
-- switches smoke mode on (``M6REC_SMOKE=1``) unless the caller chose a mode.
+- switches smoke mode on (``M6REC_SMOKE=1``) unless the caller chose a mode;
+- keeps the tests' trained artefacts in their own cache folder (``test-output/cache``, or
+  ``$M6REC_TEST_CACHE``), apart from a learner's ``cache/``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def _load_guard():
 
 os.environ["M6REC_NO_NETWORK"] = "1"
 os.environ.setdefault("M6REC_SMOKE", "1")
+os.environ["M6REC_CACHE"] = os.environ.get("M6REC_TEST_CACHE") or str(ROOT / "test-output" / "cache")
 _prepend_pythonpath(NETGUARD_DIR, ROOT)
 netguard = _load_guard()
 netguard.install()

@@ -474,6 +474,13 @@ def load_checkpoint(
                 "model with this configuration (or delete the file)."
             )
     if model is not None:
+        own = model.state_dict()
+        wrong = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+        if wrong:  # checked first: load_state_dict would copy the tensors that fit before failing
+            raise CheckpointError(
+                f"{path} does not fit this model, nothing was loaded (was it trained with another "
+                f"configuration? its metadata: {meta}): shapes differ for {'; '.join(wrong[:5])}")
         try:
             model.load_state_dict(state, strict=strict)
         except RuntimeError as exc:
@@ -495,14 +502,36 @@ def config_hash(config_: Mapping[str, Any], length: int = 10) -> str:
     return hashlib.sha256(_meta_json(config_).encode()).hexdigest()[:length]
 
 
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """A hash of the library's source code (every ``m6rec_lib/**/*.py``) and its version.
+
+    It is part of every cache key, so weights trained by an older version of the code are never
+    loaded by a newer one: any change to the library trains again, even one that would not have
+    mattered (a stale model that still loads is the worse mistake).
+    """
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        from . import __version__
+
+        root = Path(__file__).resolve().parent
+        digest = hashlib.sha256(__version__.encode())
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE_VERSION = digest.hexdigest()[:12]
+    return _CODE_VERSION
+
+
 def artifact_path(
     name: str, config_: Mapping[str, Any], directory: str | os.PathLike[str] | None = None
 ) -> Path:
-    """``<cache_dir>/<name>-<hash of config>.pt``: where a trained thing is cached."""
+    """``<cache_dir>/<name>-<hash of (config, code version)>.pt``: where a trained thing is cached."""
     if not _NAME_RE.match(name):
         raise ValueError(f"artifact names use letters, digits, '_', '.', '-'; got {name!r}")
     folder = Path(directory) if directory is not None else config.cache_dir()
-    return folder / f"{name}-{config_hash(config_)}.pt"
+    return folder / f"{name}-{config_hash({'config': dict(config_), 'code': code_version()})}.pt"
 
 
 def cached_artifact(

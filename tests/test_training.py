@@ -320,6 +320,47 @@ def test_cached_model_trains_once_and_keeps_the_history(tmp_path):
     torch.testing.assert_close(again.weight, trained.weight)
 
 
+def test_cache_key_includes_the_code_version(monkeypatch, tmp_path):
+    """A change to the library's code changes every cache file name: stale weights are never reused."""
+    cfg = {"k": 1}
+    before = tr.artifact_path("x", cfg, tmp_path)
+    assert tr.code_version() in (tr.code_version(),) and len(tr.code_version()) == 12
+    monkeypatch.setattr(tr, "_CODE_VERSION", "another-code")
+    assert tr.artifact_path("x", cfg, tmp_path) != before
+    calls = []
+    tr.cached_artifact("x", cfg, lambda: calls.append(1) or {"v": 1}, directory=tmp_path)
+    monkeypatch.setattr(tr, "_CODE_VERSION", "changed-again")
+    tr.cached_artifact("x", cfg, lambda: calls.append(1) or {"v": 1}, directory=tmp_path)
+    assert calls == [1, 1]                               # built again after the "code change"
+
+
+def test_code_version_follows_the_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(tr, "_CODE_VERSION", None)
+    first = tr.code_version()
+    monkeypatch.setattr(tr, "_CODE_VERSION", None)
+    assert tr.code_version() == first                    # stable for the same code
+
+
+def test_a_shape_mismatched_checkpoint_loads_nothing(tmp_path):
+    source = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    path = tr.save_checkpoint(tmp_path / "m.pt", source)
+    target = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 5))   # first layer fits, second does not
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(tr.CheckpointError, match="nothing was loaded.*1.weight"):
+        tr.load_checkpoint(path, target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_tests_use_their_own_cache_folder():
+    import os
+    from pathlib import Path
+
+    from m6rec_lib.config import REPO_ROOT, cache_dir
+
+    assert cache_dir() != REPO_ROOT / "cache"
+    assert Path(os.environ["M6REC_CACHE"]) == cache_dir()
+
+
 def test_matmul_gflops_is_a_positive_speed():
     from m6rec_lib.training import matmul_gflops
 
