@@ -59,6 +59,11 @@ def arrow(ax: plt.Axes, start: tuple[float, float], end: tuple[float, float], te
 
 
 def finish(fig: Figure) -> Figure:
-    """Tighten the layout and return the figure (a notebook shows it by leaving it last in a cell)."""
+    """Tighten the layout and return the figure, detached from pyplot.
+
+    A notebook shows it by leaving the call last in a cell; detaching it means the inline backend
+    does not show it a second time.
+    """
     fig.tight_layout()
+    plt.close(fig)
     return fig
