@@ -25,9 +25,11 @@ from pathlib import Path
 import nbformat
 
 METRIC_WORDS = re.compile(
-    r"(ndcg|recall|hr@|hr_|hit|mrr|auc|bleu|rouge|distinct|coverage|perplex|ppl|accuracy|"
+    r"(ndcg|recall|hr@|hr_|hit|mrr|auc|bleu|rouge|distinct-\d|distinct_\d|coverage|perplex|ppl|accuracy|"
     r"r@\d|_r\d+|@\d+|metric\(|margin|gain|change|diff|delta|lift|speedup|faster|latency|p50|p95|"
-    r"_ms\b|seconds|timing|loss)", re.IGNORECASE)
+    r"_ms\b|seconds|timing)", re.IGNORECASE)
+"""Words that make an operand look like a measured metric. (A training loss that falls is a sanity
+check of one model, not a comparison of two, so "loss" is not one of them.)"""
 DIFFERENCE_WORDS = re.compile(r"(margin|gain|change|diff|delta|lift|speedup|faster|x smaller|x faster)",
                               re.IGNORECASE)
 INVARIANT = "# invariant"
