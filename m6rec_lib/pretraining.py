@@ -218,8 +218,8 @@ def main_customers(
         from .data import load_clean_lines
 
         lines, _ = load_clean_lines()
-    if pd.Timestamp(cut) <= pd.Timestamp(config.cut):
-        raise ValueError(f"the main stage's cut {cut} must come after the year-1 cut {config.cut}")
+    if pd.Timestamp(cut) < pd.Timestamp(config.cut):
+        raise ValueError(f"the main stage's cut {cut} must not come before the year-1 cut {config.cut}")
     year1 = year1 if year1 is not None else year1_customers(config, lines)
     period = lines[lines["invoice_date"] < pd.Timestamp(cut)]
     old = set(int(c) for c in customers_before(lines, config.cut))
