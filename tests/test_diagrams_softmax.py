@@ -12,7 +12,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from m6rec_lib.data.toy import seed_article_example, softmax
-from m6rec_lib.diagrams.softmax import sampled_softmax, seed_denominators, softmax_steps
+from m6rec_lib.diagrams.softmax import (
+    bias_vs_popularity,
+    gradient_per_item,
+    sampled_softmax,
+    seed_denominators,
+    softmax_steps,
+    temperature_curves,
+)
 
 
 def test_softmax_steps_labels_the_probabilities():
@@ -45,3 +52,22 @@ def test_sampled_softmax_draws_two_rows():
     assert isinstance(fig, Figure)
     with pytest.raises(ValueError):
         sampled_softmax(n_items=5, n_sampled=5)
+
+
+def test_temperature_curves_and_gradients():
+    fig = temperature_curves([0.5, -1.0, 2.0, 0.1])
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 5
+    with pytest.raises(ValueError):
+        temperature_curves([1.0, 2.0], temperatures=[0.0])
+    exact = np.array([0.0, 0.2, -0.5, 0.3])
+    fig = gradient_per_item(exact, {"estimate": exact + 0.01})
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ValueError, match="shape"):
+        gradient_per_item(exact, {"bad": exact[:2]})
+
+
+def test_bias_vs_popularity_one_panel_per_model():
+    fig = bias_vs_popularity([0.0, 1.0, 2.0], {"a": [0.1, 0.2, 0.3], "b": [0.3, 0.2, 0.1]})
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    with pytest.raises(ValueError):
+        bias_vs_popularity([0.0, 1.0], {"a": [0.1]})

@@ -5,6 +5,9 @@
   over next to the cells the article summed instead.
 - :func:`sampled_softmax`: the full softmax sums over every item; the sampled softmax over the
   positive and a few negatives drawn from a proposal, with the logQ correction.
+- :func:`temperature_curves`, :func:`gradient_per_item`, :func:`bias_vs_popularity`: what temperature
+  does to a softmax, a sampled gradient against the exact one, and the item biases a loss learns
+  (plots of numbers the lesson computes).
 """
 
 from __future__ import annotations
@@ -111,4 +114,66 @@ def sampled_softmax(n_items: int = 24, n_sampled: int = 5, positive: int = 6, se
             "logits s_j - log Q(j): O(m) per example", fontsize=8)
     ax.text(1.8, 0.45, "Q(j): the proposal, here popularity (bar height); popular items are drawn "
             "more often, and the -log Q(j) correction makes up for it", fontsize=8)
+    return finish(fig)
+
+
+def temperature_curves(scores: Sequence[float], temperatures: Sequence[float] = (0.1, 0.5, 1.0, 2.0, 10.0)) -> Figure:
+    """Left: the softmax of ``scores`` (n,) divided by each temperature, items in score order.
+    Right: its entropy (nats) over a range of temperatures, with the uniform distribution's ``log n``."""
+    s = np.sort(np.asarray(scores, dtype=float).ravel())[::-1]
+    if s.size < 2 or any(t <= 0 for t in temperatures):
+        raise ValueError("need at least two scores and positive temperatures")
+
+    def dist(t: float) -> np.ndarray:
+        e = np.exp((s - s.max()) / t)
+        return e / e.sum()
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.4))
+    for t in temperatures:
+        ax1.plot(np.arange(1, len(s) + 1), dist(t), marker="o", label=f"T = {t:g}")
+    ax1.set(xlabel="item (by score)", ylabel="P(i)", title=f"the same scores at {len(temperatures)} temperatures")
+    ax1.legend(fontsize=8)
+    grid = np.geomspace(0.02, 50, 60)
+    entropy = [float(-(p[p > 0] * np.log(p[p > 0])).sum()) for p in map(dist, grid)]
+    ax2.semilogx(grid, entropy)
+    ax2.axhline(np.log(len(s)), ls="--", c="grey", label=f"uniform: log {len(s)}")
+    ax2.set(xlabel="temperature T", ylabel="entropy (nats)", title="entropy grows with T")
+    ax2.legend(fontsize=8)
+    return finish(fig)
+
+
+def gradient_per_item(exact: Sequence[float], estimates: dict[str, Sequence[float]],
+                      skip_first: bool = True) -> Figure:
+    """The exact softmax gradient per item (thick grey) against sampled estimates, items in the
+    order given (e.g. more popular to the right). ``skip_first`` leaves out item 0 (padding)."""
+    start = 1 if skip_first else 0
+    exact = np.asarray(exact, dtype=float)
+    x = np.arange(start, len(exact))
+    fig, ax = plt.subplots(figsize=(11, 3.0))
+    ax.plot(x, exact[start:], "k-", lw=3, alpha=0.4, label="exact (full softmax)")
+    for name, grad in estimates.items():
+        grad = np.asarray(grad, dtype=float)
+        if grad.shape != exact.shape:
+            raise ValueError(f"estimate {name!r} has shape {grad.shape}, the exact gradient {exact.shape}")
+        ax.plot(x, grad[start:], marker=".", label=name)
+    ax.set(xlabel="item (more popular to the right)", ylabel="d loss / d score", title="gradient per item")
+    ax.legend(fontsize=8)
+    return finish(fig)
+
+
+def bias_vs_popularity(log_popularity: Sequence[float], biases: dict[str, Sequence[float]]) -> Figure:
+    """One scatter per model: each item's learned bias against log(times bought as a target).
+
+    ``log_popularity``: (n,) per item; ``biases``: model name -> (n,) learned biases of the same items.
+    """
+    x = np.asarray(log_popularity, dtype=float)
+    if not biases:
+        raise ValueError("give at least one model's biases")
+    fig, axes = plt.subplots(1, len(biases), figsize=(4 * len(biases), 3.0), squeeze=False)
+    for ax, (name, b) in zip(axes[0], biases.items()):
+        b = np.asarray(b, dtype=float)
+        if b.shape != x.shape:
+            raise ValueError(f"{name!r}: {b.shape} biases for {x.shape} items")
+        ax.scatter(x, b, s=2, alpha=0.3)
+        ax.set(title=name, xlabel="log(times bought as a target)", ylabel="learned item bias")
     return finish(fig)
