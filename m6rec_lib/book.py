@@ -42,6 +42,7 @@ from pathlib import Path
 from m6rec_lib import site_markdown
 from m6rec_lib.atomic import atomic_write_text
 from m6rec_lib.config import BOOK_DIR
+from m6rec_lib.student_copies import SOLUTION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,6 @@ def _static_outputs(outputs: list) -> list:
         kept.append(out)
     return kept
 
-
-SOLUTION_TAG = "solution"
-"""Cells of an exercise's solution carry this tag (CONTRIBUTING.md, "Notebooks")."""
 
 # Papermill's record of where the notebook was run from: machine paths, not for publication.
 _MACHINE_METADATA = ("input_path", "output_path", "environment_variables")
