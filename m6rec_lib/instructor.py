@@ -51,8 +51,8 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
 import re
+import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,12 +369,6 @@ def check_tracks(tracks: Tracks, sections: Mapping[str, Sequence[Section]], *, c
     return problems
 
 
-def _lesson_link(stem: str, label: str, present: set[str], from_dir: str = GUIDE_DIR) -> str:
-    if stem not in present:
-        return f"{md.cell(label)} *(not in this build)*"
-    return f"[{md.cell(label)}]({posixpath.relpath('notebooks/' + stem + '.ipynb', from_dir)})"
-
-
 def _label(labels: Mapping[str, str], stem: str) -> str:
     """A lesson's short name: by its notebook's name, else by its number, else the name itself."""
     return labels.get(stem) or labels.get(stem[:2]) or stem
@@ -453,9 +447,8 @@ def timing_block(secs: Sequence[Section], mode: str | None, expected_full: dict 
     total = sum(s.seconds for s in secs)
     run = f"a {mode}-mode run" if mode else "the run this site was built from"
     if total == 0:
-        text = (f"This build's copy of the notebook holds no cell timings (it was not executed by the "
-                f"course runner), so no times can be shown.")
-        return text + "\n"
+        return ("This build's copy of the notebook holds no cell timings (it was not executed by the "
+                "course runner), so no times can be shown.\n")
     rows = []
     for s in secs:
         note = []
@@ -481,12 +474,11 @@ def questions_block(questions: Sequence[Question]) -> str:
     return "\n".join(parts)
 
 
-def notebook_page(stem: str, label: str, *, present: bool, notes: Notes | None, notes_error: str | None,
+def notebook_page(stem: str, label: str, *, notes: Notes | None, notes_error: str | None,
                   sections: Sequence[Section], mode: str | None, expected: Mapping[str, dict | None],
                   slow: float, notes_file: str) -> str:
-    """The guide's page for one lesson (markdown)."""
-    link = _lesson_link(stem, "the lesson", {stem} if present else set())
-    out = [f"# {label}", "", f"Notes for instructors on {link}.", ""]
+    """The guide's page for one lesson of the build (markdown): times, expected numbers, notes."""
+    out = [f"# {label}", "", f"Notes for instructors on [the lesson](../notebooks/{stem}.ipynb).", ""]
     out += ["## Time", "", timing_block(sections, mode, expected.get("full"), stem, slow)]
     out += ["## Expected numbers", ""]
     for mode_ in ("full", "smoke"):
@@ -505,12 +497,13 @@ def notebook_page(stem: str, label: str, *, present: bool, notes: Notes | None, 
     return "\n".join(out).rstrip() + "\n"
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuideEntry:
+    """One row of the guide's index: a lesson of the build."""
+
     stem: str
     label: str
-    present: bool
-    seconds: float | None
+    seconds: float
     mode: str | None
     expected_seconds: float | None
     questions: int | None
@@ -520,7 +513,7 @@ class GuideEntry:
 def index_table(entries: Iterable[GuideEntry]) -> str:
     rows = []
     for e in entries:
-        rows.append((f"[{e.label}]({e.stem}.md)", _seconds(e.seconds) if e.present else "not in this build",
+        rows.append((f"[{md.cell(e.label)}]({e.stem}.md)", _seconds(e.seconds),
                      _fmt(e.expected_seconds) if e.expected_seconds is not None else "",
                      e.notes_state, "" if e.questions is None else str(e.questions)))
     mode = next((e.mode for e in entries if e.mode), None)
@@ -574,13 +567,13 @@ def write_guide(tree: Path, notebooks: Sequence[Path], *, labels: Mapping[str, s
             except NotesFormatError as exc:
                 error = str(exc)
                 log.warning("instructor notes: %s", exc)
-        page = notebook_page(stem, labels[stem], present=True, notes=notes, notes_error=error,
+        page = notebook_page(stem, labels[stem], notes=notes, notes_error=error,
                              sections=sections[stem], mode=modes[stem], expected=expected, slow=slow,
                              notes_file=notes_file)
         (guide / f"{stem}.md").write_text(page, encoding="utf-8")
         pages.append(f"{GUIDE_DIR}/{stem}")
         full = ((expected["full"] or {}).get("notebooks") or {}).get(stem) or {}
-        entries.append(GuideEntry(stem, labels[stem], True, sum(s.seconds for s in sections[stem]),
+        entries.append(GuideEntry(stem, labels[stem], sum(s.seconds for s in sections[stem]),
                                   modes[stem], full.get("seconds"), len(notes.questions) if notes else None,
                                   "yes" if notes else ("unreadable" if error else "not yet")))
 
@@ -596,10 +589,7 @@ def write_guide(tree: Path, notebooks: Sequence[Path], *, labels: Mapping[str, s
     index.write_text(template.replace(INDEX_TABLE_MARKER, index_table(entries)), encoding="utf-8")
 
     # The sources the pages were made from are not pages of the site.
-    for leftover in (tracks_path,):
-        leftover.unlink(missing_ok=True)
+    tracks_path.unlink(missing_ok=True)
     if notes_dir.is_dir():
-        import shutil
-
         shutil.rmtree(notes_dir)
     return [f"{GUIDE_DIR}/index", *pages]

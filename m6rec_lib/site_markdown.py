@@ -27,7 +27,7 @@ _MD_SPECIAL_RE = re.compile(r"([\\`*_\[\]<>$|])")
 
 def _fence_runs(text: str, char: str) -> int:
     """The longest run of ``char`` that opens a line of ``text`` (a fence inside it)."""
-    runs = [len(m.group(0)) for m in re.finditer(rf"(?m)^\s*{re.escape(char)}+", text)]
+    runs = [len(m.group(1)) for m in re.finditer(rf"(?m)^[ \t]*({re.escape(char)}+)", text)]
     return max(runs, default=0)
 
 
