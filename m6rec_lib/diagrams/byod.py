@@ -98,9 +98,8 @@ def length_histogram(lengths, max_len: int, *, title: str = "How long the traini
     ax.hist(lengths, bins=min(60, max(10, len(np.unique(lengths)))), color=COLORS["input"], ec="0.45")
     ax.axvline(max_len, color="#c0392b", lw=1.5, ls="--")
     share = float((lengths <= max_len).mean())
-    ax.text(max_len, ax.get_ylim()[1] * 0.92, f"  max_len = {max_len}: {share:.0%} read whole", color="#c0392b",
-            fontsize=9, va="top")
+    ax.set_xlim(right=max(ax.get_xlim()[1], max_len * 1.05))
     ax.set_xlabel("interactions in a user's training history")
     ax.set_ylabel("users")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(f"{title}\n(dashed: max_len = {max_len}; {share:.0%} of the histories are read whole)", fontsize=10)
     return finish(fig)
