@@ -64,6 +64,9 @@ netguard.install()
 
 
 TIERS = ("unit", "notebook", "browser")
+SMOKE_RUN_TIMEOUT = 3600
+"""Seconds allowed to a test that needs the smoke run: the first one to ask for it waits for every
+notebook and the site (pytest-timeout counts fixture set-up); unit tests keep the default of 900."""
 
 
 def tier_of(item) -> str:
@@ -78,4 +81,7 @@ def tier_of(item) -> str:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        item.add_marker(getattr(pytest.mark, tier_of(item)))
+        tier = tier_of(item)
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier != "unit" and "smoke_course_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(SMOKE_RUN_TIMEOUT))
