@@ -489,8 +489,12 @@ class ContinuedConfig:
 def default_continued(smoke: bool | None = None) -> ContinuedConfig:
     """The course's main stage: the year-1 model reads the year-2 part of the training period.
 
-    Full mode: 400,000 tokens of the examples of December 2010 to September 2011 at a peak
-    learning rate of 1.5e-3, the year-1 context and the causal layout. Smoke mode: a few steps.
+    Full mode: 400,000 tokens (about a third of one pass) of the examples of December 2010 to
+    September 2011, at a peak learning rate of 1.5e-3 (half the year-1 peak), with the year-1
+    context and the causal layout. Chosen on validation (October 2011 baskets) by
+    ``scripts/sweep_pretraining.py``: twice the tokens, the prefix-LM layout and a 256-token
+    context made no measurable difference or lost, and year-1 examples again lost on one yardstick
+    (notebook 04, section 12). Smoke mode: a few steps.
     """
     if resolve_smoke(smoke):
         return ContinuedConfig(train_tokens=8_000, warmup_steps=4, eval_every=5, eval_examples=32)
