@@ -489,8 +489,12 @@ class ContinuedConfig:
 def default_continued(smoke: bool | None = None) -> ContinuedConfig:
     """The course's main stage: the year-1 model reads the year-2 part of the training period.
 
-    Full mode: 400,000 tokens of the examples of December 2010 to September 2011 at a peak
-    learning rate of 1.5e-3, the year-1 context and the causal layout. Smoke mode: a few steps.
+    Full mode: 400,000 tokens (about a third of one pass) of the examples of December 2010 to
+    September 2011, at a peak learning rate of 1.5e-3 (half the year-1 peak), with the year-1
+    context and the causal layout. Chosen on validation (October 2011 baskets) by
+    ``scripts/sweep_pretraining.py``: twice the tokens, the prefix-LM layout and a 256-token
+    context made no measurable difference or lost, and year-1 examples again lost on one yardstick
+    (notebook 04, section 12). Smoke mode: a few steps.
     """
     if resolve_smoke(smoke):
         return ContinuedConfig(train_tokens=8_000, warmup_steps=4, eval_every=5, eval_examples=32)
@@ -1013,6 +1017,147 @@ def _load_or_continue(
     save_checkpoint(path, model, meta)
     return Pretrained(model, data.tokenizer, model_config, history, metrics, cached=False, path=path,
                       smoke=smoke, stage="main", continued=continued)
+
+
+# --------------------------------------------------------------------------- 7. reading the results
+
+def customer_logliks(
+    model: GPT, examples: Sequence[np.ndarray], owners: np.ndarray, precision: str = "fp32",
+    prefix_lengths: Sequence[int] | None = None,
+) -> pd.Series:
+    """Mean log-likelihood per token (nats; higher is better) of each customer's examples: the
+    per-customer values two models are compared on with a paired bootstrap. Index: customer ID.
+    ``owners``: the customer of each example (:meth:`PretrainingData.owners`); ``prefix_lengths``:
+    count the continuations only (:func:`example_losses`)."""
+    total, count = example_losses(model, examples, precision=precision, prefix_lengths=prefix_lengths)
+    return -customer_losses(total, count, np.asarray(owners))
+
+
+def unigram_logliks(
+    train_examples: Sequence[np.ndarray], examples: Sequence[np.ndarray], owners: np.ndarray, vocab_size: int,
+) -> pd.Series:
+    """The same for the unigram model: every token predicted by its frequency among the training
+    examples' targets (add-one smoothing), whatever came before it."""
+    counts = np.bincount(np.concatenate([e[1:] for e in train_examples]), minlength=vocab_size).astype(float) + 1.0
+    logp = np.log(counts / counts.sum())
+    total = np.array([-logp[e[1:]].sum() for e in examples])
+    count = np.array([len(e) - 1 for e in examples])
+    return -customer_losses(total, count, np.asarray(owners))
+
+
+def sample_baskets(
+    model: GPT, tokenizer: BehaviourTokenizer, customers: Year1Customers, customer_ids: Sequence[int],
+    max_new_tokens: int = 48, temperature: float = 1.0, top_k: int | None = None, seed: int = 0,
+) -> pd.DataFrame:
+    """Generate each customer's last basket from their history as seen at that basket.
+
+    One row per customer: ``history`` (the prompt's text), ``generated`` (what the model wrote
+    after " Now buys"), ``true basket``, ``names`` (the product names parsed from the generated
+    basket). The history is cut to leave ``max_new_tokens`` of room in the context.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    budget = model.config.context_length - max_new_tokens - 1  # room for <bos> and the new tokens
+    rows = []
+    for cid in customer_ids:
+        country, invoices = customers.histories[int(cid)]
+        target = invoices[-1]
+        history = ser.history_from_invoices(invoices[:-1], target.moment, country, max_length=budget,
+                                            length=tokenizer.count)
+        prompt = tokenizer.encode(history.text, bos=True)
+        out = model.generate(torch.tensor([prompt]), max_new_tokens, temperature=temperature, top_k=top_k,
+                             stop_token=tokenizer.eos_id, generator=generator)
+        generated = tokenizer.decode(out[0, len(prompt):].tolist())
+        rows.append({"customer": int(cid), "history": history.text, "generated": generated,
+                     "true basket": "".join(target.line_pieces),
+                     "names": [d for d, _ in ser.parse_basket(generated)]})
+    return pd.DataFrame(rows)
+
+
+def words_per_token(tokenizer: BehaviourTokenizer, examples: Sequence[np.ndarray]) -> float:
+    """Words (separated by spaces) per token of ``examples``' text, ``<bos>``/``<eos>`` left out:
+    to say how much text a number of tokens is, in a reader's terms."""
+    words = sum(len(tokenizer.decode(e).split()) for e in examples)
+    tokens = sum(int(np.sum((e != tokenizer.bos_id) & (e != tokenizer.eos_id))) for e in examples)
+    return words / max(tokens, 1)
+
+
+def sold_before(lines: pd.DataFrame, items, cut: str = YEAR1_CUT) -> np.ndarray:
+    """(n_items + 1,) bool: True for the products of ``items`` (an ItemIndex) first sold before
+    ``cut``, i.e. products whose names a model of the text before ``cut`` may have read."""
+    first = lines.groupby("stock_code")["invoice_date"].min()
+    ids = items.ids(first.index[first < pd.Timestamp(cut)], unknown="minus_one")
+    out = np.zeros(items.n_items + 1, dtype=bool)
+    out[ids[ids > 0]] = True
+    return out
+
+
+def text_gaps(lines: pd.DataFrame, split, eval_set=None, cut: str = YEAR1_CUT) -> pd.Series:
+    """How far the text before ``cut`` is from an evaluation month of a split (default: its
+    validation set), in three numbers: months from ``cut`` to the first evaluation day; the share
+    of the evaluated customers' earlier purchase lines dated on or after ``cut``; the share of the
+    evaluated baskets' lines (products known to the split) whose product was first sold on or
+    after ``cut``."""
+    es = split.validation if eval_set is None else eval_set
+    cut = pd.Timestamp(cut)
+    start = pd.Timestamp(es.moments.min()).normalize()
+    cids = split.users.customer_ids[es.users]
+    before = lines[lines["customer_id"].isin(cids) & (lines["invoice_date"] < start)]
+    old = sold_before(lines, split.items, str(cut.date()))
+    targets = np.concatenate([t[t > 0] for t in es.targets])
+    return pd.Series({
+        f"months from {cut.date()} to the first evaluation day": (start - cut).days / 30.44,
+        f"share of the customers' earlier purchase lines dated after {cut.date()}": float((before["invoice_date"] >= cut).mean()),
+        f"share of basket lines whose product was first sold after {cut.date()}": float((~old[targets]).mean()),
+    })
+
+
+def reading_table(stages: dict[str, tuple[PretrainingData, Pretrained]]) -> pd.DataFrame:
+    """One row per stage: its text, examples, tokens in one pass over them, tokens read, and the
+    share of one pass read. ``stages``: name -> (its data, its loaded model)."""
+    rows = {}
+    for name, (data, pre) in stages.items():
+        since = "the start" if data.since is None else str(data.since.date())
+        read = int(pre.metrics["train_tokens"])
+        rows[name] = {"invoices read as examples": f"{since} to {data.customers.cut.date()}",
+                      "examples": len(data.train), "tokens in one pass": data.epoch_tokens, "tokens read": read,
+                      "share of one pass": round(read / max(data.epoch_tokens, 1), 3)}
+    return pd.DataFrame(rows).T
+
+
+def plot_history(history: pd.DataFrame, title: str = "", perplexity: bool = True):
+    """Training and held-out loss against tokens read (and the held-out perplexity): a Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if perplexity else 1, figsize=(11 if perplexity else 6.5, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    ax.plot(history["tokens"][1:], history["train_loss"][1:], marker="o", ms=3, label="training (mean since last point)")
+    ax.plot(history["tokens"], history["val_loss"], marker="o", ms=3, label="held-out customers")
+    ax.set_xlabel("tokens read"); ax.set_ylabel("cross-entropy (nats/token)"); ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    if perplexity:
+        ax = axes[0, 1]
+        ax.plot(history["tokens"][1:], np.exp(history["val_loss"][1:]), marker="o", ms=3, color="C1")
+        ax.set_xlabel("tokens read"); ax.set_ylabel("held-out perplexity"); ax.set_yscale("log")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_line_coverage(total: pd.Series, shown: dict[int, pd.Series]):
+    """Histogram (log scale) of the purchase lines before each customer's moment, and of the lines
+    each context length shows (``shown[context_length]``): a Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    bins = np.logspace(0, np.log10(max(2, float(total.max()))), 40)
+    ax.hist(total.clip(lower=1), bins=bins, alpha=0.5, label="purchase lines before the basket")
+    for ctx, n in shown.items():
+        ax.hist(n.clip(lower=1), bins=bins, alpha=0.6, label=f"lines shown in {ctx} tokens")
+    ax.set_xscale("log"); ax.set_xlabel("purchase lines (log scale)"); ax.set_ylabel("customers")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

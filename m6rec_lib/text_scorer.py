@@ -219,6 +219,11 @@ class MatchedCandidates:
     def n_pairs(self) -> int:
         return int(sum(len(p) for p in self.pairs))
 
+    def subset(self, rows: Sequence[int] | np.ndarray) -> "MatchedCandidates":
+        """The customers ``rows`` (indices into this task) only, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return MatchedCandidates(self.positions[rows], [self.items[r] for r in rows], [self.pairs[r] for r in rows])
+
 
 def matched_candidates(
     eval_set: "EvalSet",
@@ -274,14 +279,25 @@ def matched_candidates(
     return MatchedCandidates(np.array(positions, dtype=np.int64), items, pairs)
 
 
-def matched_win_rates(task: MatchedCandidates, scores: Sequence[np.ndarray]) -> np.ndarray:
+def matched_win_rates(task: MatchedCandidates, scores: Sequence[np.ndarray],
+                      keep: np.ndarray | None = None) -> np.ndarray:
     """(n,) per customer: the share of matched pairs whose positive scores above its negative
-    (ties one half). ``scores[r]``: scores of ``task.items[r]``."""
+    (ties one half). ``scores[r]``: scores of ``task.items[r]``.
+
+    ``keep``: an optional (n_items + 1,) bool array; only pairs whose positive *and* negative are
+    kept count, and a customer left without a pair gets NaN (e.g. keep = products sold before some
+    day, to compare models on products they have all read about).
+    """
     if len(scores) != len(task):
         raise ValueError(f"{len(scores)} score arrays for {len(task)} customers")
     out = np.empty(len(task))
-    for r, (s, pr) in enumerate(zip(scores, task.pairs)):
+    for r, (s, items, pr) in enumerate(zip(scores, task.items, task.pairs)):
         s = np.asarray(s, dtype=np.float64)
+        if keep is not None:
+            pr = pr[np.asarray(keep)[items[pr[:, 0]]] & np.asarray(keep)[items[pr[:, 1]]]]
+            if len(pr) == 0:
+                out[r] = np.nan
+                continue
         a, b = s[pr[:, 0]], s[pr[:, 1]]
         out[r] = float(np.mean((a > b) + 0.5 * (a == b)))
     return out

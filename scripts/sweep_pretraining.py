@@ -1,4 +1,4 @@
-"""The validation sweep behind the "main" pretraining stage (notebook 04, section 9).
+"""The validation sweep behind the "main" pretraining stage (notebook 04, section 12).
 
 Run: ``python scripts/sweep_pretraining.py`` (every setting; each continued pretraining takes a few
 minutes on a laptop) or ``--only year1 main``; ``--sasrec`` adds the second yardstick (it trains

@@ -201,3 +201,18 @@ def test_grown_keeps_what_fits_the_old_context():
     assert torch.equal(wide.pos_emb.weight[20], model.pos_emb.weight[-1])
     with pytest.raises(ValueError, match="grow"):
         grown(model, 8)
+
+
+def test_attention_weights_reproduce_the_forward_pass():
+    model = _model()
+    idx = torch.randint(0, 50, (2, 9))
+    maps = model.attention_weights(idx)
+    assert len(maps) == TINY.n_layer and maps[0].shape == (2, TINY.n_head, 9, 9)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(2, TINY.n_head, 9), atol=1e-6)
+    assert (maps[1][..., 0, 1:] == 0).all()                       # causal: the first token sees itself only
+    # the first layer's output recomputed from its weights equals the block's attention output
+    block = model.blocks[0]
+    x = model.embed(idx)
+    v = block.attn.qkv(block.ln_1(x)).split(16, -1)[2].view(2, 9, 2, 8).transpose(1, 2)
+    y = block.attn.proj((maps[0] @ v).transpose(1, 2).reshape(2, 9, 16))
+    assert torch.allclose(y, block.attn(block.ln_1(x)), atol=1e-5)

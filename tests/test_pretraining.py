@@ -254,3 +254,53 @@ def test_per_customer_losses_add_up(lines, customers, tokenizer):
     assert sorted(per.index) == sorted(customers.heldout)
     c0 = per.index[0]
     assert np.isclose(per.loc[c0], total[owners == c0].sum() / count[owners == c0].sum())
+
+
+def test_reading_the_results(lines, customers, tokenizer):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from m6rec_lib.models.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(replace(TINY, vocab_size=tokenizer.vocab_size, context_length=160).gpt_config()).eval()
+    train = pt.build_examples(customers, "train", tokenizer, TINY.context_length)
+    held = pt.build_examples(customers, "heldout", tokenizer, TINY.context_length)
+    owners = np.array([c for c, _ in pt.example_invoices(customers, "heldout")])
+    gpt = pt.customer_logliks(model, held, owners)
+    uni = pt.unigram_logliks(train, held, owners, tokenizer.vocab_size)
+    assert list(gpt.index) == list(uni.index) == sorted(customers.heldout)
+    # the unigram model by hand, for one customer
+    counts = np.bincount(np.concatenate([e[1:] for e in train]), minlength=tokenizer.vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    mine = [e for e, o in zip(held, owners) if o == uni.index[0]]
+    want = np.concatenate([logp[e[1:]] for e in mine]).mean()
+    assert np.isclose(uni.iloc[0], want)
+    # sampling: one row per customer, names parsed from the text
+    out = pt.sample_baskets(model, tokenizer, customers, customers.heldout[:2], max_new_tokens=8, seed=0)
+    assert len(out) == 2 and set(out.columns) >= {"history", "generated", "true basket", "names"}
+    again = pt.sample_baskets(model, tokenizer, customers, customers.heldout[:2], max_new_tokens=8, seed=0)
+    assert list(out["generated"]) == list(again["generated"])
+    text = tokenizer.encode("A customer from France. Now buys RED MUG x2.", bos=True, eos=True)
+    assert np.isclose(pt.words_per_token(tokenizer, [np.array(text)]), 9 / (len(text) - 2))  # 9 words
+    history = pd.DataFrame({"tokens": [0, 10, 20], "train_loss": [np.nan, 3.0, 2.0], "val_loss": [4.0, 3.0, 2.5]})
+    assert len(pt.plot_history(history).axes) == 2
+    assert pt.plot_line_coverage(pd.Series([3, 40, 500]), {64: pd.Series([3, 10, 10])}).axes
+
+
+def test_text_gaps_and_reading_table(lines, monkeypatch, tmp_path):
+    from m6rec_lib.data import next_basket_split
+
+    split = next_basket_split(lines, val_start="2010-12-15", test_start="2011-01-20")
+    old = pt.sold_before(lines, split.items, CUT)
+    future = [split.items.ids([c])[0] for c in split.items._id_of.index
+              if lines.loc[lines.stock_code == c, "invoice_date"].min() >= pd.Timestamp(CUT)]
+    assert not old[0] and not old[future].any() and old.sum() == split.n_items - len(future)
+    gaps = pt.text_gaps(lines, split, cut=CUT)
+    assert len(gaps) == 3 and 0 < gaps.iloc[0] < 1.5 and 0 <= gaps.iloc[1] <= 1 and 0 <= gaps.iloc[2] <= 1
+    monkeypatch.setenv("M6REC_CACHE", str(tmp_path))
+    pre = pt.load_or_pretrain(TINY, smoke=True, lines=lines, progress=False)
+    data = pt.prepare_data(TINY, lines)
+    table = pt.reading_table({"year 1": (data, pre)})
+    assert table.loc["year 1", "tokens read"] == pre.metrics["train_tokens"]
+    assert table.loc["year 1", "tokens in one pass"] == data.epoch_tokens

@@ -367,6 +367,30 @@ class GPT(nn.Module):
             x = block(x, attn_mask=attn_mask, cache=caches[i] if caches else None)
         return self.lm_head(self.ln_f(x))
 
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor, prefix_lengths: torch.Tensor | Sequence[int] | None = None
+                          ) -> list[torch.Tensor]:
+        """Every layer's attention weights, for looking at: a list of n_layer (batch, n_head, T, T).
+
+        Entry [b, h, t, s] is how much head h of that layer mixes position s into position t
+        (rows sum to 1). Computed explicitly, the way :class:`CausalSelfAttention` does inside
+        PyTorch's fused kernel; ``prefix_lengths`` as in :meth:`forward`.
+        """
+        mask = None if prefix_lengths is None else prefix_lm_mask(prefix_lengths, idx.shape[1])
+        x = self.embed(idx)
+        T = idx.shape[1]
+        allowed = torch.ones(T, T, dtype=torch.bool).tril() if mask is None else mask
+        out = []
+        for block in self.blocks:
+            attn = block.attn
+            B, _, d = x.shape
+            q, k, _ = attn.qkv(block.ln_1(x)).split(d, dim=-1)
+            q, k = (t.view(B, T, attn.n_head, attn.d_head).transpose(1, 2) for t in (q, k))
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(attn.d_head)
+            out.append(torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
+            x = block(x, attn_mask=mask)
+        return out
+
     # ------------------------------------------------------------------ training
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
