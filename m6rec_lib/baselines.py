@@ -530,13 +530,21 @@ LOSSES: dict[str, str] = {
 """What each baseline minimises, and against which negatives (the course states it next to every number)."""
 
 
-def default_grids(smoke: bool = False) -> dict[str, dict[str, list]]:
-    """The baselines' grids of notebooks 05 and 06: model name -> ``{parameter: values}``.
+def default_grids(smoke: bool = False, protocol: str = "next basket") -> dict[str, dict[str, list]]:
+    """The baselines' grids of the course: model name -> ``{parameter: values}``.
 
     Every combination of a model's grid is fitted and scored on validation by :func:`tune_baselines`
-    (a one-value list is a fixed setting). ``"BPR"`` is notebook 02's matrix factorisation trained with
-    the BPR loss (:class:`m6rec_lib.models.mf.MFConfig` fields). Smoke mode: one small setting each.
+    (a one-value list is a fixed setting). ``protocol``: ``"next basket"`` (the course's main split;
+    notebooks 05 and 06) or ``"invoice"`` (the published invoice protocol of notebook 05's
+    companion, where a sequence is one invoice: no factorisation, a first-order co-occurrence).
+    ``"BPR"`` is notebook 02's matrix factorisation trained with the BPR loss
+    (:class:`m6rec_lib.models.mf.MFConfig` fields). Smoke mode: one small setting each.
     """
+    if protocol == "invoice":
+        return {"ItemKNN": {"k": [None]}, "Co-occurrence": {"n_last": [1]},
+                "EASE": {"lam": [100.0] if smoke else [100.0, 300.0]}}
+    if protocol != "next basket":
+        raise ValueError(f"protocol must be 'next basket' or 'invoice', got {protocol!r}")
     if smoke:
         return {"ItemKNN": {"k": [None]}, "Co-occurrence": {"n_last": [3]},
                 "iALS": {"alpha": [5.0], "factors": [16], "reg": [1.0], "iterations": [2]},
@@ -584,6 +592,52 @@ def _bpr_models(split: Any, grid: Mapping[str, Sequence[Any]], validation: EvalS
     return best_params, rows, best_model
 
 
+def _fitted_state(name: str, model: Baseline) -> dict[str, np.ndarray]:
+    """What scoring needs of a fitted iALS (the item factors) or EASE (the item-item weights)."""
+    return {"item_factors": model.item_factors_} if name == "iALS" else {"B": model.B_}
+
+
+def _restore(name: str, params: Mapping[str, Any], state: Mapping[str, Any]) -> Baseline:
+    model = _MAKERS[name](**params)
+    if name == "iALS":
+        model.item_factors_ = np.asarray(state["item_factors"])
+        model.n_items_ = model.item_factors_.shape[0] - 1
+    else:
+        model.B_ = np.asarray(state["B"])
+        model.n_items_ = model.B_.shape[0] - 1
+    return model
+
+
+def _tune_cached(name: str, grid: Mapping[str, Sequence[Any]], split: Any, validation: EvalSet, metric: str,
+                 exclude_seen: bool, k: int, seed: int) -> tuple[dict, pd.DataFrame, Baseline]:
+    """:func:`tune` for one of the course's baselines; the slow fits (iALS, EASE) are cached.
+
+    iALS and EASE take seconds to fit on the main split and several notebooks fit the same settings,
+    so their fitted state is kept in ``cache_dir()`` by setting and split (:func:`cached_artifact`).
+    """
+    from m6rec_lib.models.sasrec import split_fingerprint
+    from m6rec_lib.training import cached_artifact
+
+    names = list(grid)
+    rows, best, best_model = [], 0, None
+    combos = list(itertools.product(*(grid[n] for n in names)))
+    for i, values in enumerate(combos):
+        params = dict(zip(names, values))
+        if name == "iALS":
+            params.setdefault("seed", seed)
+        if name in ("iALS", "EASE"):
+            key = {"params": params, "split": split_fingerprint(split)}
+            build = lambda params=params: _fitted_state(name, _MAKERS[name](**params).fit(split.train_matrix))
+            model = _restore(name, params, cached_artifact(f"baseline-{name.lower()}", key, build))
+        else:
+            model = _MAKERS[name](**params).fit(split.train_matrix, train_sequences=split.train_sequences)
+        result = evaluate(model.scorer(validation), validation, ks=(k,), exclude_seen=exclude_seen)
+        rows.append({**params, **result})
+        if i == 0 or result[metric] > rows[best][metric]:      # the first one wins ties
+            best, best_model = i, model
+    return {n: rows[best][n] for n in names}, pd.DataFrame(rows), best_model
+
+
 def tune_baselines(
     split: Any,
     grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
@@ -626,11 +680,7 @@ def tune_baselines(
             chosen, tried, model = _bpr_models(split, grid, validation, metric, exclude_seen, seed)
             tried = pd.DataFrame(tried)
         else:
-            make = _MAKERS[name]
-            extra = {"seed": seed} if name == "iALS" else {}
-            chosen, tried, model = tune(lambda **p: make(**p, **extra), grid, split.train_matrix, validation,
-                                        metric=metric, exclude_seen=exclude_seen, ks=(k,),
-                                        fit_kwargs={"train_sequences": split.train_sequences}, return_model=True)
+            chosen, tried, model = _tune_cached(name, grid, split, validation, metric, exclude_seen, k, seed)
         models[name] = model
         shown = {p: v for p, v in chosen.items() if len(grid[p]) > 1} or chosen
         rows.append({"model": name, "chosen": ", ".join(f"{p}={v}" for p, v in shown.items()),

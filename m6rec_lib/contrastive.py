@@ -46,6 +46,7 @@ __all__ = [
     "nt_xent",
     "in_batch_log_q",
     "alignment",
+    "alignment_per_user",
     "uniformity",
     "cl4srec_loss",
     "train_cl4srec",
@@ -263,6 +264,25 @@ def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> float:
     if x.shape != y.shape or x.dim() != 2:
         raise ValueError(f"x and y must both be (n, d) positive pairs, got {tuple(x.shape)} and {tuple(y.shape)}")
     return float((x - y).norm(dim=1).pow(alpha).mean())
+
+
+def alignment_per_user(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: np.ndarray,
+                       items: np.ndarray, n_users: int, alpha: float = 2.0) -> np.ndarray:
+    """Alignment per user: ``(n_users,)`` mean ``||u - v||^alpha`` over each user's pairs (NaN: no pair).
+
+    ``user_vectors``: ``(n_users, d)``; ``item_vectors``: ``(n_items + 1, d)``; ``users``, ``items``:
+    ``(m,)`` the pairs (row of the user, item ID). The mean over pairs weighted by user is
+    :func:`alignment` when every user has one pair; per-user values can be compared between two
+    models with a paired bootstrap over users.
+    """
+    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if users.shape != items.shape:
+        raise ValueError(f"users and items must list the same pairs, got {users.shape} and {items.shape}")
+    dist = (user_vectors[torch.as_tensor(users)] - item_vectors[torch.as_tensor(items)]).norm(dim=1).pow(alpha)
+    total = np.bincount(users, weights=dist.double().numpy(), minlength=n_users)
+    count = np.bincount(users, minlength=n_users)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
 
 
 def uniformity(x: torch.Tensor, t: float = 2.0, max_points: int | None = 4096, seed: int = 0) -> float:

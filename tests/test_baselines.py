@@ -381,6 +381,9 @@ def test_default_grids_name_the_course_baselines():
         assert set(grids) == {"ItemKNN", "Co-occurrence", "iALS", "EASE", "BPR"}
         assert all(values for grid in grids.values() for values in grid.values())
     assert all(len(v) == 1 for grid in default_grids(True).values() for v in grid.values())   # smoke: one setting
+    assert set(default_grids(protocol="invoice")) == {"ItemKNN", "Co-occurrence", "EASE"}
+    with pytest.raises(ValueError, match="protocol"):
+        default_grids(protocol="leave-one-out")
 
 
 def test_tune_baselines_chooses_on_the_first_validation_half(tmp_path, monkeypatch):
@@ -392,9 +395,10 @@ def test_tune_baselines_chooses_on_the_first_validation_half(tmp_path, monkeypat
     world = make_toy_world(n_users=80, n_items=40, seed=0, baskets_per_user=8, draws_per_basket=5)
     split = next_basket_split(world.lines, val_start="2011-08-01", test_start="2011-10-01", end="2011-12-02")
     grids = {"EASE": {"lam": [1.0, 100.0]}, "Co-occurrence": {"n_last": [1]},
+             "iALS": {"alpha": [2.0], "factors": [4], "reg": [1.0], "iterations": [2]},
              "BPR": {"lr": [0.03], "dim": [8], "epochs": [1]}}
     models, table = tune_baselines(split, grids, progress=False)
-    assert list(models) == ["MostPop", "Buy-Again", "EASE", "Co-occurrence", "BPR"]
+    assert list(models) == ["MostPop", "Buy-Again", "EASE", "Co-occurrence", "iALS", "BPR"]
     assert list(table.index) == list(models) and table.loc["EASE", "settings tried"] == 2
     assert set(table["loss / negatives"]) <= set(LOSSES.values())
     first, _ = split.validation.halves()
@@ -405,7 +409,13 @@ def test_tune_baselines_chooses_on_the_first_validation_half(tmp_path, monkeypat
     assert table.loc["EASE", "validation NDCG@10"] == pytest.approx(by_hand[lam])
     for name, model in models.items():                                            # every model scores
         assert model.scorer(split.test)(np.arange(3)).shape == (3, split.n_items + 1), name
-    again, _ = tune_baselines(split, {"BPR": grids["BPR"]}, progress=False)        # BPR comes from the cache
-    assert np.allclose(again["BPR"].score(split.test), models["BPR"].score(split.test))
+    cached = sorted(p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in tmp_path.glob("*.pt"))
+    assert cached == ["baseline-ease", "baseline-ease", "baseline-ials", "mf-bpr"]      # the slow fits are cached
+    fresh = IALS(alpha=2.0, factors=4, reg=1.0, iterations=2, seed=0).fit(split.train_matrix)
+    assert np.allclose(models["iALS"].score(split.test), fresh.score(split.test), atol=1e-5)
+    again, _ = tune_baselines(split, {n: grids[n] for n in ("BPR", "EASE")}, progress=False)   # from the cache
+    for name in ("BPR", "EASE"):
+        assert np.allclose(again[name].score(split.test), models[name].score(split.test))
+    assert len(list(tmp_path.glob("*.pt"))) == 4
     with pytest.raises(ValueError, match="no baseline called"):
         tune_baselines(split, {"SVD": {"k": [1]}}, progress=False)

@@ -144,3 +144,18 @@ def test_cl4srec_joint_loss_and_training():
             train_cl4srec(model, seqs, None, cl_weight=-1.0, progress=False)
     finally:
         torch.set_num_threads(previous)
+
+
+def test_alignment_per_user_averages_each_users_pairs():
+    from m6rec_lib.contrastive import alignment, alignment_per_user
+
+    g = torch.Generator().manual_seed(0)
+    users = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    items = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    pair_users, pair_items = np.array([0, 0, 2, 3]), np.array([1, 2, 5, 4])
+    per_user = alignment_per_user(users, items, pair_users, pair_items, n_users=4)
+    assert np.isnan(per_user[1]) and per_user.shape == (4,)                     # user 1 has no pair
+    by_hand = ((users[0] - items[1]).norm() ** 2 + (users[0] - items[2]).norm() ** 2) / 2
+    assert per_user[0] == pytest.approx(float(by_hand), rel=1e-6)
+    one_pair = [2, 3]                                                            # one pair each: = alignment()
+    assert np.mean(per_user[one_pair]) == pytest.approx(alignment(users[one_pair], items[[5, 4]]), rel=1e-6)

@@ -1,9 +1,11 @@
 """A two-tower retriever: a user tower over the history, an item tower over ID and text, InfoNCE.
 
-M6-Rec's retrieval model (Cui et al. 2022) encodes the user and the item separately, projects
-both to 128 dimensions, L2-normalises them and trains with an in-batch contrastive loss at
-temperature 0.07. Because the towers never look at each other, every item vector can be computed
-once, and retrieval is a nearest-neighbour search: ``top_k(U @ V^T)``.
+It has the shape of M6-Rec's retrieval model (Cui et al. 2022): the user and the item are encoded
+separately, both are projected to 128 dimensions and L2-normalised, and training uses an in-batch
+contrastive loss at temperature 0.07. Unlike M6-Rec's, whose towers are its pretrained language
+model reading behaviour text, these towers read item IDs (plus a few text tokens per item) and start
+from scratch: nothing is pretrained. Because the towers never look at each other, every item vector
+can be computed once, and retrieval is a nearest-neighbour search: ``top_k(U @ V^T)``.
 
 Reading order
 -------------
