@@ -89,6 +89,45 @@ def test_compare_latency_interleaves_calls_in_stream_order():
         sv.compare_latency({}, [1])
 
 
+def test_compare_latency_records_work_per_call_and_refuses_unknown_counters():
+    total = {"n": 0}
+
+    def f(x):
+        total["n"] += x
+
+    lat = sv.compare_latency({"f": f, "g": lambda x: None}, [1, 2, 5], warmup=0,
+                             counters={"f": lambda: total["n"]})
+    assert lat["f"].work.tolist() == [1, 2, 5] and lat["g"].work is None
+    assert lat["f"].mean_work == pytest.approx(8 / 3) and "work per call" in lat["f"].as_dict()
+    with pytest.raises(KeyError, match="not timed"):
+        sv.compare_latency({"f": f}, [1], counters={"h": lambda: 0})
+
+
+def test_latency_difference_is_paired_over_requests():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(5, 50, 200)                      # requests differ a lot from each other
+    lat = {"slow": sv.Latency(base + 2.0), "fast": sv.Latency(base + rng.normal(0, 0.1, 200))}
+    d = sv.latency_difference(lat, "fast", "slow")
+    assert d.outcome == "b" and d.high < 0 and d.n_users == 200 and d.metric == "ms per request"
+    same = sv.latency_difference({"a": sv.Latency(base), "b": sv.Latency(base[::-1].copy())}, "a", "b")
+    assert same.outcome == "none"
+    with pytest.raises(ValueError, match="same requests"):
+        sv.latency_difference({"a": sv.Latency(base), "b": sv.Latency(base[:10])}, "a", "b")
+    with pytest.raises(KeyError):
+        sv.latency_difference(lat, "fast", "nope")
+
+
+def test_the_package_keeps_one_module_per_mechanism():
+    import importlib
+
+    for module, name in [("latency", "measure_latency"), ("segments", "SegmentCache"), ("scorer", "SegmentScorer"),
+                         ("early_exit", "early_exit_weights"), ("sharing", "share_layers"),
+                         ("pruning", "magnitude_masks"), ("quantization", "quantize_int8"),
+                         ("distillation", "distillation_loss"), ("size", "size_on_disk")]:
+        assert getattr(importlib.import_module(f"m6rec_lib.serving.{module}"), name) is getattr(sv, name)
+    assert all(hasattr(sv, n) for n in sv.__all__)
+
+
 # ------------------------------------------------------------------------------ segments
 
 def test_segments_tokenize_back_to_the_history(world):
@@ -173,6 +212,29 @@ def test_the_cache_gives_the_same_scores_and_counts_hits(world):
     small = sv.SegmentCache(max_entries=3)
     model.score(batch, cache=small)
     assert len(small) == 3
+
+
+def test_work_counts_block_positions_of_each_path(world):
+    tokenizer = world[0]
+    batch = _batch(world)
+    n_hist = sum(len(s) for h in batch.histories for s in h)
+    n_cand = sum(len(c) for c in batch.candidates)
+    full = sv.SegmentScorer(_gpt(tokenizer.vocab_size), split=0, exits=[1, 2, 3]).eval()
+    full.score(batch)
+    assert (full.work.lower, full.work.upper, full.work.requests) == (0, 3 * (n_hist + n_cand), 3)
+    full.work.reset()
+    full.score(batch, layer=1)                                   # early exit after one layer
+    assert full.work.total == n_hist + n_cand
+    late = sv.SegmentScorer(_gpt(tokenizer.vocab_size), split=2).eval()
+    cache = sv.SegmentCache()
+    late.score(batch, cache=cache)
+    assert late.work.upper == 1 * (n_hist + n_cand)
+    # lower layers: each distinct segment once, with the <bos> added to all but the profile
+    distinct = {s.tokens for h in batch.histories for s in h} | set(batch.candidates)
+    assert late.work.lower == 2 * sum(len(t) + (t[0] != 1) for t in distinct)
+    late.work.reset()
+    late.score(batch, cache=cache)                               # everything cached now
+    assert late.work.lower == 0 and late.work.upper == n_hist + n_cand
 
 
 def test_early_exit_columns_and_max_layer(world):
