@@ -271,3 +271,16 @@ def test_task_models_are_cached_by_key(tmp_path, monkeypatch):
         torch.testing.assert_close(a(batch), b(batch))
     stored = list(tmp_path.glob("toy-task-*.pt"))
     assert len(stored) == 1 and stored[0].stat().st_size < 50_000     # the task, not the backbone
+
+
+def test_parameter_map_diagram_draws_every_method():
+    from matplotlib.figure import Figure
+
+    from m6rec_lib.diagrams.adaptation import parameter_map
+
+    fig = parameter_map({"fine-tuning": 100.0, "option + adapters": 1.02})
+    assert isinstance(fig, Figure)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert all(m in texts for m in ("fine-tuning", "prompt tuning", "option tuning", "option + adapters", "1.02%"))
+    with pytest.raises(ValueError, match="unknown methods"):
+        parameter_map({"lora": 1.0})

@@ -341,3 +341,14 @@ def test_student_copies_the_first_blocks():
     torch.testing.assert_close(student.tok_emb.weight, teacher.tok_emb.weight)
     with pytest.raises(ValueError):
         sv.make_student(teacher, 5)
+
+
+def test_late_interaction_diagram_draws_and_checks_its_split():
+    from matplotlib.figure import Figure
+
+    from m6rec_lib.diagrams.serving import late_interaction
+
+    fig = late_interaction(split=3, n_layers=4)
+    assert isinstance(fig, Figure) and len(fig.axes[0].patches) > 10
+    with pytest.raises(ValueError, match="split"):
+        late_interaction(split=4, n_layers=4)
