@@ -108,7 +108,9 @@ def test_latency_difference_is_paired_over_requests():
     base = rng.uniform(5, 50, 200)                      # requests differ a lot from each other
     lat = {"slow": sv.Latency(base + 2.0), "fast": sv.Latency(base + rng.normal(0, 0.1, 200))}
     d = sv.latency_difference(lat, "fast", "slow")
-    assert d.outcome == "b" and d.high < 0 and d.n_users == 200 and d.metric == "ms per request"
+    assert d.outcome == "a" and d.low > 0 and d.n_users == 200 and d.metric == "ms saved per request"
+    assert d.verdict == "fast beats slow" and d.diff == pytest.approx(d.b - d.a)
+    assert d.diff == pytest.approx(2.0, abs=0.05) and d.high - d.low < 0.1   # pairing removes the spread
     same = sv.latency_difference({"a": sv.Latency(base), "b": sv.Latency(base[::-1].copy())}, "a", "b")
     assert same.outcome == "none"
     with pytest.raises(ValueError, match="same requests"):
@@ -123,7 +125,8 @@ def test_the_package_keeps_one_module_per_mechanism():
     for module, name in [("latency", "measure_latency"), ("segments", "SegmentCache"), ("scorer", "SegmentScorer"),
                          ("early_exit", "early_exit_weights"), ("sharing", "share_layers"),
                          ("pruning", "magnitude_masks"), ("quantization", "quantize_int8"),
-                         ("distillation", "distillation_loss"), ("size", "size_on_disk")]:
+                         ("distillation", "distillation_loss"), ("size", "size_on_disk"),
+                         ("report", "variant_table")]:
         assert getattr(importlib.import_module(f"m6rec_lib.serving.{module}"), name) is getattr(sv, name)
     assert all(hasattr(sv, n) for n in sv.__all__)
 
@@ -352,3 +355,25 @@ def test_late_interaction_diagram_draws_and_checks_its_split():
     assert isinstance(fig, Figure) and len(fig.axes[0].patches) > 10
     with pytest.raises(ValueError, match="split"):
         late_interaction(split=4, n_layers=4)
+
+
+def test_variant_table_compares_every_variant_with_the_reference():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), 4)
+    labels = np.tile([1, 1, 0, 0], 60)
+    good = labels + rng.normal(0, 0.8, len(labels))
+    variants = {"full": sv.Variant(4, 1000, 4000, good),
+                "copy": sv.Variant(4, 1000, 1000, good + rng.normal(0, 1e-3, len(labels))),
+                "noise": sv.Variant(1, 250, 1000, rng.normal(0, 1, len(labels)))}
+    ms = rng.uniform(5, 20, 50)
+    latency = {"full": sv.Latency(ms + 4, np.full(50, 400.0)), "copy": sv.Latency(ms + rng.normal(0, 0.01, 50)),
+               "noise": sv.Latency(ms + 1)}
+    table, comparisons = sv.variant_table(variants, latency, labels, groups, n_boot=300)
+    assert list(table.index) == ["full", "copy", "noise"] and set(comparisons) == {"copy", "noise"}
+    assert table.loc["noise", "AUC vs full"] == "worse" and table.loc["copy", "AUC vs full"] == "no measurable difference"
+    assert table.loc["copy", "time vs full"] == "faster" and table.loc["full", "work per request"] == 400.0
+    assert np.isnan(table.loc["copy", "work per request"]) and table.loc["full", "size MB"] == 0.004
+    assert comparisons["noise"]["auc"].outcome == "b" and comparisons["noise"]["latency"].outcome == "a"
+    assert len(sv.plot_latency_quality(table).axes) == 1
+    with pytest.raises(KeyError, match="reference"):
+        sv.variant_table(variants, latency, labels, groups, reference="teacher")

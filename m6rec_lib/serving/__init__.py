@@ -20,6 +20,8 @@ module                 what it holds
 ``quantization``       int8 weights with one scale per row; int8 matrix products for serving
 ``distillation``       a small student trained on the labels and on the teacher's soft scores
 ``size``               parameters and bytes on disk
+``report``             the latency-versus-quality table (M6-Rec's Table 6 shape) with paired
+                       intervals against the full model, and its plot
 =====================  ==========================================================================
 
 Conventions: token IDs from :class:`m6rec_lib.text.tokenizer.BehaviourTokenizer` (``<pad>`` = 0,
@@ -32,6 +34,7 @@ from .early_exit import ExitHead, early_exit_loss, early_exit_weights
 from .latency import Latency, compare_latency, latency_difference, measure_latency
 from .pruning import apply_masks, load_pruned, magnitude_masks, save_pruned, sparsity
 from .quantization import Int8Embedding, dequantize_rows, quantize_int8, quantize_rows
+from .report import Variant, plot_latency_quality, variant_table
 from .scorer import SegmentScorer, Work, predict, train_scorer
 from .segments import ROLES, RequestBatch, Segment, SegmentCache, SegmentedPairs, segment_pairs, segments_from_tokens
 from .sharing import share_layers
@@ -43,5 +46,5 @@ __all__ = [
     "SegmentScorer", "Work", "train_scorer", "predict", "early_exit_weights", "early_exit_loss",
     "share_layers", "magnitude_masks", "apply_masks", "sparsity", "save_pruned", "load_pruned",
     "quantize_rows", "dequantize_rows", "Int8Embedding", "quantize_int8", "distillation_loss",
-    "make_student", "size_on_disk", "count_parameters",
+    "make_student", "size_on_disk", "count_parameters", "Variant", "variant_table", "plot_latency_quality",
 ]

@@ -11,7 +11,7 @@ interval over the requests (the course's rule for every comparison of measured n
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -149,20 +149,29 @@ def compare_latency(
 
 
 def latency_difference(latencies: Mapping[str, Latency], a: str, b: str, *, n_boot: int = 2000,
-                       seed: int = 0) -> PairedDifference:
-    """Mean milliseconds per request of ``a`` minus ``b``, with a paired bootstrap interval.
+                       confidence: float = 0.95, seed: int = 0) -> PairedDifference:
+    """Milliseconds per request that ``a`` saves against ``b``, with a paired bootstrap interval.
 
     ``latencies``: the output of :func:`compare_latency` (both variants timed on the same requests,
     in the same order, interleaved). Requests are resampled with replacement, the same draw for both
-    variants, so a request that is slow for both (long history, busy moment) cancels out. A negative
-    difference whose interval lies below 0 says "``a`` is faster than ``b`` on this stream".
+    variants, so a request that is slow for both (a long history, a busy moment) cancels out.
+
+    The result reads like every comparison of the course, where higher is better: ``diff`` is the
+    mean of ``ms(b) - ms(a)`` over requests (the time ``a`` saves), so the verdict "a beats b" means
+    "a is faster than b on this stream" and holds only when the interval lies above 0. Its ``a`` and
+    ``b`` fields are the two variants' mean milliseconds per request.
     """
     for name in (a, b):
         if name not in latencies:
             raise KeyError(f"no latency measured for {name!r}; measured: {sorted(latencies)}")
-    sa, sb = latencies[a].samples_ms, latencies[b].samples_ms
+    sa = np.asarray(latencies[a].samples_ms, dtype=np.float64)
+    sb = np.asarray(latencies[b].samples_ms, dtype=np.float64)
     if len(sa) != len(sb):
         raise ValueError(f"{a!r} and {b!r} were timed on {len(sa)} and {len(sb)} requests; a paired "
                          "comparison needs the same requests (time them together with compare_latency)")
-    return paired_bootstrap(np.asarray(sa, dtype=np.float64), np.asarray(sb, dtype=np.float64),
-                            metric="ms per request", names=(a, b), view="requests", n_boot=n_boot, seed=seed)
+    if len(sa) < 2:
+        raise ValueError("a paired comparison needs at least 2 timed requests")
+    # paired over requests: the mean of ms(b) - ms(a), with the interval of that mean
+    d = paired_bootstrap(sb, sa, names=(a, b), metric="ms saved per request", view="requests",
+                         n_boot=n_boot, confidence=confidence, seed=seed)
+    return replace(d, a=float(sa.mean()), b=float(sb.mean()))
