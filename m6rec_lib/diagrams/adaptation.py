@@ -85,3 +85,29 @@ def parameter_map(shares: dict[str, float] | None = None, n_layers: int = 4) -> 
                             arrowprops=dict(arrowstyle="->", color=green, lw=1.0, connectionstyle="arc3,rad=0.16"))
             ax.text(x + 0.78, y + 1.0, "the same vectors", fontsize=7, ha="center", color=green)
     return finish(fig)
+
+
+def convergence(histories: dict, *, reference: float | None = None, reference_label: str = "") -> Figure:
+    """Validation AUC and training loss against training pairs seen, one line per method.
+
+    ``histories``: method -> the frame of :func:`m6rec_lib.adaptation.train_adapted` (columns
+    ``pairs``, ``val_auc``, ``train_loss``); ``reference``: an optional horizontal line (e.g. a
+    baseline's AUC) labelled ``reference_label``.
+    """
+    import matplotlib.pyplot as plt
+
+    for name, h in histories.items():
+        missing = [c for c in ("pairs", "val_auc", "train_loss") if c not in h.columns]
+        if missing:
+            raise ValueError(f"{name}: the history lacks {missing}; pass train_adapted's output")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    for name, h in histories.items():
+        axes[0].plot(h["pairs"], h["val_auc"], marker="o", label=name)
+        axes[1].plot(h["pairs"][1:], h["train_loss"][1:], marker="o", label=name)
+    axes[0].axhline(0.5, ls=":", c="0.6", lw=0.8)
+    if reference is not None:
+        axes[0].axhline(reference, ls="--", c="grey", label=reference_label)
+    axes[0].set(xlabel="training pairs seen", ylabel="validation AUC", title="Validation AUC (the round kept is the best)")
+    axes[1].set(xlabel="training pairs seen", ylabel="training loss (nats)", title="Training loss")
+    axes[0].legend(fontsize=8)
+    return finish(fig)
