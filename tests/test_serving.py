@@ -126,7 +126,7 @@ def test_the_package_keeps_one_module_per_mechanism():
                          ("early_exit", "early_exit_weights"), ("sharing", "share_layers"),
                          ("pruning", "magnitude_masks"), ("quantization", "quantize_int8"),
                          ("distillation", "distillation_loss"), ("size", "size_on_disk"),
-                         ("report", "variant_table")]:
+                         ("report", "variant_table"), ("traffic", "replay_traffic")]:
         assert getattr(importlib.import_module(f"m6rec_lib.serving.{module}"), name) is getattr(sv, name)
     assert all(hasattr(sv, n) for n in sv.__all__)
 
@@ -377,3 +377,33 @@ def test_variant_table_compares_every_variant_with_the_reference():
     assert len(sv.plot_latency_quality(table).axes) == 1
     with pytest.raises(KeyError, match="reference"):
         sv.variant_table(variants, latency, labels, groups, reference="teacher")
+
+
+def test_replayed_traffic_is_in_time_order_and_writes_histories_like_the_task():
+    from m6rec_lib.click_task import history_token_ids
+    from m6rec_lib.data import next_basket_split
+    from m6rec_lib.data.toy import make_toy_world
+
+    lines = make_toy_world(n_users=40, n_items=25, baskets_per_user=6, draws_per_basket=4, seed=0).lines
+    split = next_basket_split(lines)
+    texts = [ser.serialize_history(g, g["invoice_date"].max() + pd.Timedelta(days=1)) for _, g in lines.groupby("customer_id")]
+    tok = train_bpe(texts * 3, vocab_size=500)
+    items = sv.catalogue_tokens(split, tok, max_tokens=6)
+    assert items[0] == () and len(items) == split.n_items + 1 and all(0 < len(t) <= 6 for t in items[1:])
+    start = pd.Timestamp(split.info["test_start"])
+    customers = lines.loc[lines["invoice_date"] >= start, "customer_id"].unique()[:5]
+    reqs = sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120,
+                             visits=2, views=3, candidates=7, seed=1)
+    assert len(reqs) % 3 == 0 and all(len(r) == 7 and len(r.histories) == 1 for r in reqs)
+    assert all(r.candidates[0] in items for r in reqs)
+    first = reqs[0].histories[0]
+    assert reqs[1].histories[0] is first and reqs[2].histories[0] is first        # three views of one visit
+    visit = lines[lines["customer_id"].isin(customers) & (lines["invoice_date"] >= start)]["invoice_date"].min()
+    who = lines.loc[(lines["invoice_date"] == visit) & lines["customer_id"].isin(customers), "customer_id"].min()
+    want, _ = history_token_ids(lines, [who], [visit], tok, 120, dict(zip(split.items.codes[1:], split.items.texts[1:])))
+    assert [t for s in first for t in s.tokens] == want[0].tolist()
+    again = sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120,
+                              visits=2, views=3, candidates=7, seed=1)
+    assert [r.candidates for r in again] == [r.candidates for r in reqs]              # seeded
+    with pytest.raises(ValueError, match="candidates"):
+        sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120, candidates=10**6)

@@ -20,6 +20,8 @@ module                 what it holds
 ``quantization``       int8 weights with one scale per row; int8 matrix products for serving
 ``distillation``       a small student trained on the labels and on the teacher's soft scores
 ``size``               parameters and bytes on disk
+``traffic``            a realistic stream of requests replayed from real visits (for cache hit rates
+                       and latency)
 ``report``             the latency-versus-quality table (M6-Rec's Table 6 shape) with paired
                        intervals against the full model, and its plot
 =====================  ==========================================================================
@@ -38,6 +40,7 @@ from .report import Variant, plot_latency_quality, variant_table
 from .scorer import SegmentScorer, Work, predict, train_scorer
 from .segments import ROLES, RequestBatch, Segment, SegmentCache, SegmentedPairs, segment_pairs, segments_from_tokens
 from .sharing import share_layers
+from .traffic import catalogue_tokens, replay_traffic
 from .size import count_parameters, size_on_disk
 
 __all__ = [
@@ -47,4 +50,5 @@ __all__ = [
     "share_layers", "magnitude_masks", "apply_masks", "sparsity", "save_pruned", "load_pruned",
     "quantize_rows", "dequantize_rows", "Int8Embedding", "quantize_int8", "distillation_loss",
     "make_student", "size_on_disk", "count_parameters", "Variant", "variant_table", "plot_latency_quality",
+    "catalogue_tokens", "replay_traffic",
 ]
