@@ -21,7 +21,7 @@ import pandas as pd
 
 from .data import DataError, EvalSet
 
-__all__ = ["CatalogueTimeline", "standardise", "blend"]
+__all__ = ["CatalogueTimeline", "standardise", "blend", "plot_few_shot"]
 
 _NEVER = np.datetime64("2262-01-01", "ns")
 
@@ -132,3 +132,31 @@ def blend(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
     """
     za, zb = standardise(a), standardise(b)
     return np.where(np.isfinite(za), za + weight * np.where(np.isfinite(zb), zb, 0.0), -np.inf)
+
+
+def plot_few_shot(curve: pd.DataFrame, lines: dict[str, float], *, metric: str = "NDCG@10"):
+    """The few-shot curve: an ID model's metric against purchases kept per new product, with the
+    paired interval of its difference to a reference drawn around each point, and horizontal lines.
+
+    ``curve``: indexed by the purchases kept (the x labels), columns ``value`` (the ID model's
+    metric), ``diff``, ``low``, ``high`` (its paired difference to the reference and the interval);
+    ``lines``: label -> value of each horizontal line (the first is drawn dashed: the reference).
+    """
+    import matplotlib.pyplot as plt
+
+    missing = [c for c in ("value", "diff", "low", "high") if c not in curve.columns]
+    if missing:
+        raise ValueError(f"curve lacks columns {missing}")
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    x = np.arange(len(curve))
+    ax.errorbar(x, curve["value"], yerr=[curve["diff"] - curve["low"], curve["high"] - curve["diff"]], marker="o",
+                capsize=3, label="ID model with the first n purchases of each new product")
+    for k, (label, value) in enumerate(lines.items()):
+        ax.axhline(value, c=f"C{k + 1}", ls="--" if k == 0 else ":", label=label)
+    ax.set_xticks(x, [str(i) for i in curve.index])
+    ax.set(xlabel="purchase lines per new product in training", ylabel=f"{metric}, test cold products",
+           title="Few-shot: ID model vs zero-shot text (bars: 95% interval of the difference)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -68,3 +68,14 @@ def test_standardise_and_blend_keep_minus_infinity():
     B = blend(S, T, 1.0)
     assert np.allclose(B[0, :3], 0, atol=1e-6) and B[0, 3] == -np.inf          # opposite orders cancel
     assert B[1, 0] == pytest.approx(0.0) and B[1, 2] == -np.inf                # a missing text score adds 0
+
+
+def test_few_shot_plot_draws_the_curve_and_its_lines():
+    from m6rec_lib.cold_start import plot_few_shot
+
+    curve = pd.DataFrame({"value": [0.04, 0.06], "diff": [-0.1, -0.08], "low": [-0.12, -0.1], "high": [-0.08, -0.05]},
+                         index=pd.Index([0, "all"]))
+    fig = plot_few_shot(curve, {"text": 0.14, "popularity": 0.12})
+    assert len(fig.axes[0].lines) >= 2 and fig.axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="lacks"):
+        plot_few_shot(curve.drop(columns="low"), {})
