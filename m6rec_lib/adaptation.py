@@ -333,6 +333,9 @@ class AdaptedGPT(nn.Module):
         super().__init__()
         if prompt_position not in ("suffix", "infix"):
             raise ValueError(f"prompt_position must be 'suffix' or 'infix', got {prompt_position!r}")
+        if getattr(backbone.config, "layout", "causal") != "causal":
+            raise ValueError(f"AdaptedGPT reads the text causally, but this backbone was trained with the "
+                             f"{backbone.config.layout!r} layout; adapt a causal GPT (load_or_pretrain's default)")
         self.prompt_position = prompt_position
         d = backbone.config.d_model
         self.backbone = backbone

@@ -306,3 +306,9 @@ def test_convergence_plot_reads_training_histories():
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 2   # one line per method (and 0.5 on the left)
     with pytest.raises(ValueError, match="val_auc"):
         convergence({"x": h.drop(columns="val_auc")})
+
+
+def test_a_prefix_lm_backbone_is_refused():
+    gpt = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=1, n_head=2, d_model=16, layout="prefix"))
+    with pytest.raises(ValueError, match="causal"):
+        ad.build_adapted(gpt, "option tuning")

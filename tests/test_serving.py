@@ -255,6 +255,10 @@ def test_early_exit_columns_and_max_layer(world):
 
 def test_bad_split_and_exits_are_refused(world):
     gpt = _gpt(world[0].vocab_size)
+    prefix = GPT(GPTConfig(vocab_size=world[0].vocab_size, context_length=64, n_layer=2, n_head=2, d_model=16,
+                           layout="prefix"))
+    with pytest.raises(ValueError, match="causal"):
+        sv.SegmentScorer(prefix)
     with pytest.raises(ValueError, match="split"):
         sv.SegmentScorer(gpt, split=3)
     with pytest.raises(ValueError, match="exits"):

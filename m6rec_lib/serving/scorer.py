@@ -107,6 +107,9 @@ class SegmentScorer(nn.Module):
                  max_recency: int = 16):
         super().__init__()
         L = len(backbone.blocks)
+        if getattr(backbone.config, "layout", "causal") != "causal":
+            raise ValueError(f"SegmentScorer reads requests causally, but this backbone was trained with the "
+                             f"{backbone.config.layout!r} layout; serve a causal GPT (load_or_pretrain's default)")
         if not 0 <= split < L:
             raise ValueError(f"split (L') must be in 0..{L - 1} for a {L}-layer model, got {split}")
         exits = sorted(set(int(e) for e in (exits if exits is not None else [L])))
