@@ -379,6 +379,9 @@ def test_variant_table_compares_every_variant_with_the_reference():
     assert np.isnan(table.loc["copy", "work per request"]) and table.loc["full", "size MB"] == 0.004
     assert comparisons["noise"]["auc"].outcome == "b" and comparisons["noise"]["latency"].outcome == "a"
     assert len(sv.plot_latency_quality(table).axes) == 1
+    shown = sv.readable_table(table)
+    assert shown.loc["full", "AUC - full [95%]"] == "" and shown.loc["noise", "AUC vs full"] == "worse"
+    assert shown.loc["full", "work / request"] == "400" and shown.loc["copy", "AUC [95%]"].count("[") == 1
     with pytest.raises(KeyError, match="reference"):
         sv.variant_table(variants, latency, labels, groups, reference="teacher")
 

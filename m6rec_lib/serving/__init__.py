@@ -36,7 +36,7 @@ from .early_exit import ExitHead, early_exit_loss, early_exit_weights
 from .latency import Latency, compare_latency, latency_difference, measure_latency
 from .pruning import apply_masks, load_pruned, magnitude_masks, save_pruned, sparsity
 from .quantization import Int8Embedding, dequantize_rows, quantize_int8, quantize_rows
-from .report import Variant, plot_latency_quality, variant_table
+from .report import Variant, plot_latency_quality, readable_table, variant_table
 from .scorer import SegmentScorer, Work, predict, train_scorer
 from .segments import ROLES, RequestBatch, Segment, SegmentCache, SegmentedPairs, segment_pairs, segments_from_tokens
 from .sharing import share_layers
@@ -49,6 +49,6 @@ __all__ = [
     "SegmentScorer", "Work", "train_scorer", "predict", "early_exit_weights", "early_exit_loss",
     "share_layers", "magnitude_masks", "apply_masks", "sparsity", "save_pruned", "load_pruned",
     "quantize_rows", "dequantize_rows", "Int8Embedding", "quantize_int8", "distillation_loss",
-    "make_student", "size_on_disk", "count_parameters", "Variant", "variant_table", "plot_latency_quality",
+    "make_student", "size_on_disk", "count_parameters", "Variant", "variant_table", "readable_table", "plot_latency_quality",
     "catalogue_tokens", "replay_traffic",
 ]

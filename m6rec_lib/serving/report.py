@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from ..metrics import PairedDifference, bootstrap_auc, paired_bootstrap_auc
 from .latency import Latency, latency_difference
 
-__all__ = ["Variant", "variant_table", "plot_latency_quality"]
+__all__ = ["Variant", "variant_table", "readable_table", "plot_latency_quality"]
 
 
 @dataclass
@@ -81,6 +81,31 @@ def variant_table(
                         "time vs full": {"a": "faster", "b": "slower", "none": "no measurable difference"}[d_lat.outcome]})
         rows.append(row)
     return pd.DataFrame(rows).set_index("variant"), comparisons
+
+
+def readable_table(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`variant_table`'s frame for reading: each number with its interval in one column.
+
+    Columns: layers / request, parameters, size MB, work / request, p50 and p95 ms, AUC [95%],
+    AUC - full [95%] with its verdict, ms saved [95%] with its verdict (blank for the reference).
+    """
+    def interval(v, lo, hi, digits):
+        return "" if pd.isna(v) else f"{v:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+    has_ref = "AUC - full" in table.columns
+    out = pd.DataFrame(index=table.index)
+    out["layers / request"] = table["layers per request"]
+    out["parameters"] = table["parameters"].map("{:,.0f}".format)
+    out["size MB"] = table["size MB"].round(2)
+    out["work / request"] = table["work per request"].map(lambda w: "" if pd.isna(w) else f"{w:,.0f}")
+    out["p50 ms"], out["p95 ms"] = table["p50 ms"].round(1), table["p95 ms"].round(1)
+    out["AUC [95%]"] = [f"{a:.3f} [{lo:.3f}, {hi:.3f}]" for a, lo, hi in table[["AUC", "AUC low", "AUC high"]].to_numpy()]
+    if has_ref:
+        out["AUC - full [95%]"] = [interval(*r, 3) for r in table[["AUC - full", "AUC diff low", "AUC diff high"]].to_numpy()]
+        out["AUC vs full"] = table["AUC vs full"].fillna("")
+        out["ms saved [95%]"] = [interval(*r, 1) for r in table[["ms saved", "ms saved low", "ms saved high"]].to_numpy()]
+        out["time vs full"] = table["time vs full"].fillna("")
+    return out
 
 
 def plot_latency_quality(table: pd.DataFrame, *, title: str = "latency vs quality") -> Figure:
