@@ -18,6 +18,7 @@ switches to the version kept here. One concept per module:
 - ``contrastive``, ``augment``  InfoNCE, alignment/uniformity, sequence augmentations
 - ``adaptation``, ``click_task``  prompt/option tuning, adapters, and the tasks they learn
 - ``sentence_encoder``, ``generation``  an offline pretrained text encoder; decoding and its metrics
+- ``cold_start``  evaluating products never sold in training fairly (only what was on sale)
 - ``serving``, ``recommender``  cheaper inference, and the full recommender
 - ``training``    device choice, the train loop, early stopping, checkpoints
 - ``recording``   record a notebook's key metrics and read them back from an executed notebook
