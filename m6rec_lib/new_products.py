@@ -35,7 +35,7 @@ import pandas as pd
 from .data import DataError, EvalSet, first_baskets, item_descriptions
 from .data.splits import eval_set_from_baskets
 
-__all__ = ["Catalogue", "extend_catalogue", "targets_among"]
+__all__ = ["Catalogue", "extend_catalogue", "targets_among", "same_customers"]
 
 _NEVER = np.datetime64("2262-01-01", "ns")
 
@@ -137,6 +137,25 @@ class Catalogue:
         out[:, : self.n_base + 1] = scores
         return out
 
+    def summary(self) -> pd.DataFrame:
+        """One row per evaluation set: customers, target lines, how many are on new products, how
+        many customers have one, how many new products are on sale at a customer's moment (median),
+        and the share of new-product targets already on sale (the others nobody can recommend)."""
+        rows = {}
+        for es in (self.validation, self.test):
+            flat = np.concatenate(es.targets) if len(es) else np.zeros(0, dtype=np.int64)
+            new_t = targets_among(es, self.is_new)
+            on_sale = self.on_sale(es)
+            reachable = [on_sale[p, t] for p, t in zip(new_t.info["positions"], new_t.targets)]
+            rows[es.name] = {
+                "customers": len(es), "target lines": len(flat),
+                "targets on new products": int(self.is_new[flat[flat > 0]].sum()),
+                "customers with a new-product target": len(new_t),
+                "new products on sale (median per customer)": float(np.median((on_sale & self.is_new).sum(1))) if len(es) else 0.0,
+                "new-product targets already on sale": float(np.concatenate(reachable).mean()) if reachable else float("nan"),
+            }
+        return pd.DataFrame(rows).T
+
     def text(self, item: int) -> str:
         """The description of one product ID."""
         if not 1 <= int(item) <= self.n_items:
@@ -220,3 +239,13 @@ def targets_among(eval_set: EvalSet, keep: np.ndarray, name: str | None = None) 
                   sequences=[eval_set.sequences[i] for i in positions], moments=eval_set.moments[positions],
                   name=name or eval_set.name, info={**eval_set.info, "positions": positions})
     return out
+
+
+def same_customers(eval_set: EvalSet, like: EvalSet) -> EvalSet:
+    """The customers of ``eval_set`` that are in ``like`` (e.g. the catalogue's validation set cut to the
+    customers of one validation half), in ``eval_set``'s order."""
+    keep = np.isin(eval_set.users, like.users)
+    if keep.sum() != len(like):
+        raise ValueError(f"{len(like) - int(keep.sum())} customer(s) of {like.name!r} are not in {eval_set.name!r}; "
+                         "pass two eval sets of the same period")
+    return eval_set.subset(keep, name=like.name)

@@ -9,7 +9,7 @@ import pytest
 from m6rec_lib.data import DataError, next_basket_split
 from m6rec_lib.data.toy import make_toy_world
 from m6rec_lib.metrics import evaluate
-from m6rec_lib.new_products import extend_catalogue, targets_among
+from m6rec_lib.new_products import extend_catalogue, same_customers, targets_among
 
 NEW_CODES = ("NEW-A", "NEW-B", "NEW-C")
 
@@ -104,3 +104,17 @@ def test_lines_of_another_split_are_refused(world):
         extend_catalogue(split, other)
     with pytest.raises(DataError, match="lack column"):
         extend_catalogue(split, lines.drop(columns=["description"]))
+
+
+def test_summary_and_same_customers(world):
+    _, split, cat = world
+    table = cat.summary()
+    assert list(table.index) == ["validation", "test"]
+    assert table.loc["test", "customers"] == len(cat.test)
+    assert table.loc["test", "customers with a new-product target"] == len(targets_among(cat.test, cat.is_new))
+    assert 0 <= table.loc["test", "new-product targets already on sale"] <= 1
+    half = split.validation.subset(np.arange(len(split.validation)) % 2 == 0)
+    mine = same_customers(cat.validation, half)
+    assert np.array_equal(mine.users, half.users) and mine.n_items == cat.n_items
+    with pytest.raises(ValueError, match="same period"):
+        same_customers(cat.validation, split.test)

@@ -247,3 +247,16 @@ def test_impossible_settings_are_refused(world):
     with pytest.raises(ValueError, match="name both"):
         rc.Recommender(split, lines, rec.components, weights={"EASE": 1.0}, catalogue=cat,
                        new_scorers={"EASE": cat.sales_before})
+
+
+def test_fit_baselines_keeps_the_best_validation_setting_per_view(world):
+    _, split, _ = world
+    grids = {"EASE": [{"lam": 1.0}, {"lam": 500.0}], "MostPop": [{}]}
+    choice = rc.fit_baselines(split, split.validation, grids)
+    assert len(choice.table) == 3 and set(choice.models) == {"EASE", "MostPop"}
+    ease = choice.table[choice.table["model"] == "EASE"]
+    for view in ("all", "new"):
+        best = ease.iloc[int(np.argmax(ease[view].to_numpy()))]
+        assert repr(choice.models["EASE"][view].lam) in best["setting"] or str(choice.models["EASE"][view].lam) in best["setting"]
+    with pytest.raises(KeyError, match="unknown baseline"):
+        rc.fit_baselines(split, split.validation, {"SASRec": [{}]})
