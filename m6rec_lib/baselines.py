@@ -19,6 +19,7 @@ accepts, so that a big eval set is scored batch by batch instead of all at once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover
     threadpool_limits = None
 
 __all__ = ["Baseline", "MostPop", "BuyAgain", "ItemKNN", "CoOccurrence", "IALS", "EASE", "tune",
-           "check_train_matrix", "popularity"]
+           "check_train_matrix", "popularity", "default_grids", "tune_baselines", "LOSSES"]
 
 
 # ------------------------------------------------------------------------------- shared parts
@@ -513,3 +514,127 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
     if return_model:
         return dict(zip(names, combos[best])), table, best_model
     return dict(zip(names, combos[best])), table
+
+
+# ------------------------------------------------------------------------ the course's baselines
+
+LOSSES: dict[str, str] = {
+    "MostPop": "none (counts)",
+    "Buy-Again": "none (own history)",
+    "ItemKNN": "none (cosine)",
+    "Co-occurrence": "none (transition counts)",
+    "iALS": "weighted squared error, all items",
+    "EASE": "squared error + L2, closed form",
+    "BPR": "BPR, 1 sampled negative",
+}
+"""What each baseline minimises, and against which negatives (the course states it next to every number)."""
+
+
+def default_grids(smoke: bool = False) -> dict[str, dict[str, list]]:
+    """The baselines' grids of notebooks 05 and 06: model name -> ``{parameter: values}``.
+
+    Every combination of a model's grid is fitted and scored on validation by :func:`tune_baselines`
+    (a one-value list is a fixed setting). ``"BPR"`` is notebook 02's matrix factorisation trained with
+    the BPR loss (:class:`m6rec_lib.models.mf.MFConfig` fields). Smoke mode: one small setting each.
+    """
+    if smoke:
+        return {"ItemKNN": {"k": [None]}, "Co-occurrence": {"n_last": [3]},
+                "iALS": {"alpha": [5.0], "factors": [16], "reg": [1.0], "iterations": [2]},
+                "EASE": {"lam": [300.0]}, "BPR": {"lr": [0.03], "dim": [16], "epochs": [1]}}
+    return {"ItemKNN": {"k": [200, None]}, "Co-occurrence": {"n_last": [3, 5]},
+            "iALS": {"alpha": [5.0, 20.0], "factors": [64], "reg": [1.0], "iterations": [8]},
+            "EASE": {"lam": [300.0, 1000.0]}, "BPR": {"lr": [0.01, 0.03], "dim": [64], "epochs": [5]}}
+
+
+_MAKERS: dict[str, Callable[..., Baseline]] = {"ItemKNN": ItemKNN, "Co-occurrence": CoOccurrence,
+                                                "iALS": IALS, "EASE": EASE}
+
+
+def _bpr_models(split: Any, grid: Mapping[str, Sequence[Any]], validation: EvalSet, metric: str,
+                exclude_seen: bool, seed: int) -> tuple[dict, list[dict], Any]:
+    """Notebook 02's BPR matrix factorisation for every combination of ``grid``; each one cached."""
+    from m6rec_lib.models.mf import HistoryMF, MFConfig, basket_examples, train_mf
+    from m6rec_lib.models.sasrec import split_fingerprint
+    from m6rec_lib.training import cached_artifact
+
+    examples = None
+    names = list(grid)
+    best, rows, best_model, best_params = None, [], None, None
+    for values in itertools.product(*(grid[n] for n in names)):
+        params = dict(zip(names, values))
+        config = MFConfig(loss="bpr", sampler="uniform", seed=seed, **params)
+
+        def build(config=config):
+            nonlocal examples
+            examples = examples if examples is not None else basket_examples(split.train, split.n_items)
+            model, history = train_mf(examples, config, validation, progress=False)
+            return {"state": model.state_dict(), "history": history.to_dict(orient="list")}
+
+        key = {"config": config.as_dict(), "split": split_fingerprint(split), "validation": validation.name,
+               "validation_users": hashlib.sha256(np.asarray(validation.users, np.int64).tobytes()).hexdigest()[:12]}
+        state = cached_artifact("mf-bpr", key, build)
+        model = HistoryMF(split.n_items, config.dim, weighting=config.weighting, init_std=config.init_std, seed=seed)
+        model.load_state_dict(state["state"])
+        model.eval()
+        k = int(metric.split("@")[1])
+        result = evaluate(model.scorer(validation), validation, ks=(k,), exclude_seen=exclude_seen)
+        rows.append({**params, **result})
+        if best is None or result[metric] > rows[best][metric]:          # the first one wins ties
+            best, best_model, best_params = len(rows) - 1, model, params
+    return best_params, rows, best_model
+
+
+def tune_baselines(
+    split: Any,
+    grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    *,
+    smoke: bool = False,
+    validation: EvalSet | None = None,
+    metric: str = "NDCG@10",
+    exclude_seen: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The course's baselines, each at its best setting on validation, fitted on the training period.
+
+    ``split``: a next-basket split (``train_matrix``, ``train_sequences``, ``train``, ``validation``).
+    ``grids``: :func:`default_grids` (``smoke`` picks which) or any subset of it; MostPop and
+    Buy-Again have nothing to tune and are always included. ``validation``: the customers the
+    settings are chosen on (default: the first half of ``split.validation``, where the course's
+    neural models choose their epochs); ``metric`` on new items (``exclude_seen=True``) or all items.
+    The test set is not read.
+
+    Returns ``(models, table)``: ``models`` maps a name to its fitted model (each has
+    ``scorer(eval_set)``), in the order MostPop, Buy-Again, then the grids'; ``table`` has one row per
+    model: the chosen setting, its validation ``metric``, how many settings were tried, the loss.
+    """
+    grids = default_grids(smoke) if grids is None else grids
+    unknown = set(grids) - set(_MAKERS) - {"BPR"}
+    if unknown:
+        raise ValueError(f"no baseline called {sorted(unknown)}; the grids may name {sorted(_MAKERS) + ['BPR']}")
+    validation = split.validation.part("first half") if validation is None else validation
+    k = int(metric.split("@")[1]) if "@" in metric else 10
+    models: dict[str, Any] = {"MostPop": MostPop().fit(split.train_matrix),
+                              "Buy-Again": BuyAgain().fit(split.train_matrix)}
+    rows = []
+    for name in ("MostPop", "Buy-Again"):
+        result = evaluate(models[name].scorer(validation), validation, ks=(k,), exclude_seen=exclude_seen)
+        rows.append({"model": name, "chosen": "-", f"validation {metric}": result[metric], "settings tried": 1})
+    for name in tqdm(list(grids), desc="baselines", disable=not progress):
+        grid = grids[name]
+        if name == "BPR":
+            chosen, tried, model = _bpr_models(split, grid, validation, metric, exclude_seen, seed)
+            tried = pd.DataFrame(tried)
+        else:
+            make = _MAKERS[name]
+            extra = {"seed": seed} if name == "iALS" else {}
+            chosen, tried, model = tune(lambda **p: make(**p, **extra), grid, split.train_matrix, validation,
+                                        metric=metric, exclude_seen=exclude_seen, ks=(k,),
+                                        fit_kwargs={"train_sequences": split.train_sequences}, return_model=True)
+        models[name] = model
+        shown = {p: v for p, v in chosen.items() if len(grid[p]) > 1} or chosen
+        rows.append({"model": name, "chosen": ", ".join(f"{p}={v}" for p, v in shown.items()),
+                     f"validation {metric}": float(tried[metric].max()), "settings tried": len(tried)})
+    table = pd.DataFrame(rows).set_index("model")
+    table["loss / negatives"] = [LOSSES[n] for n in table.index]
+    return models, table

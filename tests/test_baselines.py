@@ -371,3 +371,41 @@ def test_all_baselines_score_and_evaluate_end_to_end(small_matrix):
         result = evaluate(scores, es, ks=(1, 3), exclude_seen=True)
         assert 0.0 <= result["NDCG@3"] <= 1.0
         assert repr(model).startswith(type(model).__name__ + "(")
+
+
+def test_default_grids_name_the_course_baselines():
+    from m6rec_lib.baselines import default_grids
+
+    for smoke in (False, True):
+        grids = default_grids(smoke)
+        assert set(grids) == {"ItemKNN", "Co-occurrence", "iALS", "EASE", "BPR"}
+        assert all(values for grid in grids.values() for values in grid.values())
+    assert all(len(v) == 1 for grid in default_grids(True).values() for v in grid.values())   # smoke: one setting
+
+
+def test_tune_baselines_chooses_on_the_first_validation_half(tmp_path, monkeypatch):
+    from m6rec_lib.baselines import LOSSES, tune_baselines
+    from m6rec_lib.data import next_basket_split
+    from m6rec_lib.data.toy import make_toy_world
+
+    monkeypatch.setenv("M6REC_CACHE", str(tmp_path))
+    world = make_toy_world(n_users=80, n_items=40, seed=0, baskets_per_user=8, draws_per_basket=5)
+    split = next_basket_split(world.lines, val_start="2011-08-01", test_start="2011-10-01", end="2011-12-02")
+    grids = {"EASE": {"lam": [1.0, 100.0]}, "Co-occurrence": {"n_last": [1]},
+             "BPR": {"lr": [0.03], "dim": [8], "epochs": [1]}}
+    models, table = tune_baselines(split, grids, progress=False)
+    assert list(models) == ["MostPop", "Buy-Again", "EASE", "Co-occurrence", "BPR"]
+    assert list(table.index) == list(models) and table.loc["EASE", "settings tried"] == 2
+    assert set(table["loss / negatives"]) <= set(LOSSES.values())
+    first, _ = split.validation.halves()
+    lam = float(table.loc["EASE", "chosen"].split("=")[1])
+    by_hand = {l: evaluate(EASE(lam=l).fit(split.train_matrix).scorer(first), first, ks=(10,), exclude_seen=True)["NDCG@10"]
+               for l in (1.0, 100.0)}
+    assert by_hand[lam] == max(by_hand.values())                                  # the best on the first half
+    assert table.loc["EASE", "validation NDCG@10"] == pytest.approx(by_hand[lam])
+    for name, model in models.items():                                            # every model scores
+        assert model.scorer(split.test)(np.arange(3)).shape == (3, split.n_items + 1), name
+    again, _ = tune_baselines(split, {"BPR": grids["BPR"]}, progress=False)        # BPR comes from the cache
+    assert np.allclose(again["BPR"].score(split.test), models["BPR"].score(split.test))
+    with pytest.raises(ValueError, match="no baseline called"):
+        tune_baselines(split, {"SVD": {"k": [1]}}, progress=False)

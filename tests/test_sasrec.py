@@ -260,6 +260,25 @@ def test_load_or_train_caches_by_configuration(tmp_path, monkeypatch):
     assert split_fingerprint(other) != split_fingerprint(split)
 
 
+def test_load_or_train_selects_on_the_first_validation_half_by_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("M6REC_CACHE", str(tmp_path))
+    seqs, es = cyclic_eval_set(40)
+    train = pd.DataFrame({"user": np.repeat(np.arange(40), [len(q) for q in seqs]),
+                          "invoice": [f"{u}-{t // 3}" for u, q in enumerate(seqs) for t in range(len(q))]})
+    split = SimpleNamespace(name="toy", n_users=40, n_items=N_ITEMS, train_sequences=seqs, validation=es, train=train)
+    mcfg = dict(max_len=8, d_model=16, n_heads=2, n_layers=1)
+    tcfg = dict(epochs=3, batch_size=8, lr=3e-2, validation_view="all", patience=3)
+    first, second = es.halves()
+    scores = {}
+    for select_on, half in (("first half", first), (None, first), ("all", es)):
+        kw = {} if select_on is None else {"select_on": select_on}
+        model, meta = load_or_train_sasrec(split, mcfg, tcfg, progress=False, **kw)
+        best = max(row["NDCG@10"] for row in meta["history"])
+        assert best == pytest.approx(evaluate(model.score(half), half, ks=(10,))["NDCG@10"])
+        scores[select_on] = meta["cached"]
+    assert scores == {"first half": False, None: True, "all": False}     # the default is the first half
+
+
 # --------------------------------------------------------------------------- the Buy-Again mixture
 
 def repeat_world() -> EvalSet:

@@ -191,6 +191,20 @@ def test_train_and_cache_by_configuration(toy_split, tmp_path, monkeypatch):
     assert len(list(tmp_path.glob("two-tower-*.pt"))) == 2
 
 
+def test_early_stopping_reads_the_first_validation_half_by_default(toy_split, tmp_path, monkeypatch):
+    from m6rec_lib.metrics import evaluate
+
+    monkeypatch.setenv("M6REC_CACHE", str(tmp_path))
+    kw = dict(model_config=dict(TINY, max_len=10), train_config=dict(epochs=2, batch_size=16, monitor="Recall@20"),
+              progress=False)
+    first, _ = toy_split.validation.halves()
+    model, meta = load_or_train_two_tower(toy_split, None, **kw)
+    best = max(row["Recall@20"] for row in meta["history"])
+    assert best == pytest.approx(evaluate(model.score(first), first, ks=(20,), exclude_seen=True)["Recall@20"])
+    assert load_or_train_two_tower(toy_split, None, select_on="first half", **kw)[1]["cached"]
+    assert not load_or_train_two_tower(toy_split, None, select_on="all", **kw)[1]["cached"]
+
+
 def test_training_beats_an_untrained_model(toy_split):
     from m6rec_lib.metrics import evaluate
 

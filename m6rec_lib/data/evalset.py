@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+PARTS = ("first half", "second half", "all")
+"""What :meth:`EvalSet.part` can return: one of the two seeded halves, or the whole set."""
+
 
 @dataclass(frozen=True)
 class EvalSet:
@@ -69,3 +72,29 @@ class EvalSet:
             name=name or self.name,
             info=dict(self.info),
         )
+
+    def halves(self, seed: int = 0) -> tuple["EvalSet", "EvalSet"]:
+        """Two disjoint halves of the evaluated customers, drawn at random: ``(first, second)``.
+
+        Each customer lands in exactly one half; the halves differ in size by at most one (the first
+        holds the extra one) and keep the customers' order. The same ``seed`` gives the same halves.
+        Two halves let two choices be made blind to each other: e.g. a model's epochs are chosen on
+        the first half, and what is tuned on top of that model (blend weights) on the second, which
+        the model never saw.
+        """
+        n = len(self)
+        if n < 2:
+            raise ValueError(f"EvalSet {self.name!r} has {n} customer(s); halves need at least 2")
+        order = np.random.default_rng([seed, n]).permutation(n)
+        in_first = np.zeros(n, dtype=bool)
+        in_first[order[:(n + 1) // 2]] = True
+        return (self.subset(in_first, name=f"{self.name} (first half)"),
+                self.subset(~in_first, name=f"{self.name} (second half)"))
+
+    def part(self, which: str = "all", seed: int = 0) -> "EvalSet":
+        """``"first half"`` or ``"second half"`` of :meth:`halves` (same ``seed``), or ``"all"`` (self)."""
+        if which not in PARTS:
+            raise ValueError(f"which must be one of {PARTS}, got {which!r}")
+        if which == "all":
+            return self
+        return self.halves(seed)[PARTS.index(which)]

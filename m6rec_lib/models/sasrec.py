@@ -843,6 +843,7 @@ def load_or_train_sasrec(
     train_config: TrainConfig | dict[str, Any] | None = None,
     *,
     smoke: bool = False,
+    select_on: str = "first half",
     rebuild: bool = False,
     progress: bool = True,
 ) -> tuple[SASRec, dict[str, Any]]:
@@ -854,6 +855,11 @@ def load_or_train_sasrec(
     cached in ``cache_dir()`` under a name that hashes both configurations and the split's
     fingerprint. Returns ``(model in eval mode, meta)`` with ``meta["history"]`` (one dict per
     epoch), ``meta["cached"]`` and ``meta["train_seconds"]``.
+
+    ``select_on``: which validation customers early stopping reads, ``"first half"`` (the default),
+    ``"second half"`` or ``"all"`` (:meth:`m6rec_lib.data.EvalSet.part`, seed 0). The course's
+    models choose their epoch on the first half, so that whatever is tuned on top of them (notebook
+    11's blend) can be tuned on the second half, which the models never saw.
     """
     from m6rec_lib.seeding import seed_everything
     from m6rec_lib.training import cached_model
@@ -864,12 +870,13 @@ def load_or_train_sasrec(
         tcfg = train_config
     else:
         tcfg = TrainConfig(**(default_train if train_config is None else train_config))
-    key = {"model": asdict(mcfg), "train": asdict(tcfg), "split": split_fingerprint(split)}
+    validation = split.validation.part(select_on)
+    key = {"model": asdict(mcfg), "train": asdict(tcfg), "split": split_fingerprint(split), "select_on": select_on}
     seed_everything(tcfg.seed)
     model = SASRec(mcfg)
 
     def train(m: SASRec) -> pd.DataFrame:
-        return train_sasrec(m, split.train_sequences, split.validation, tcfg, basket_ids(split), progress=progress)
+        return train_sasrec(m, split.train_sequences, validation, tcfg, basket_ids(split), progress=progress)
 
     model, meta = cached_model("sasrec", key, model, train, rebuild=rebuild)
     model.eval()

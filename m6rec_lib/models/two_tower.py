@@ -696,6 +696,7 @@ def load_or_train_two_tower(
     *,
     max_tokens: int = 16,
     smoke: bool = False,
+    select_on: str = "first half",
     rebuild: bool = False,
     progress: bool = True,
 ) -> tuple[TwoTower, dict[str, Any]]:
@@ -707,7 +708,9 @@ def load_or_train_two_tower(
     tower. ``model_config`` / ``train_config``: keyword arguments of :class:`TwoTowerConfig` (except
     ``n_items`` and ``vocab_size``) and :class:`TwoTowerTrainConfig`; missing ones come from
     :func:`default_configs` (``smoke`` picks the tiny set). The cache key hashes both
-    configurations, the split's fingerprint and the tokenizer's.
+    configurations, the split's fingerprint and the tokenizer's. ``select_on``: which validation
+    customers early stopping reads, ``"first half"`` (the default), ``"second half"`` or ``"all"``
+    (:meth:`m6rec_lib.data.EvalSet.part`, seed 0); see :func:`m6rec_lib.models.sasrec.load_or_train_sasrec`.
 
     Returns ``(model in eval mode, meta)`` with ``meta["history"]`` (one dict per epoch),
     ``meta["cached"]`` and ``meta["train_seconds"]``::
@@ -730,14 +733,16 @@ def load_or_train_two_tower(
         tok_fp = tokenizer.fingerprint() if hasattr(tokenizer, "fingerprint") else str(vocab_size)
     mcfg = TwoTowerConfig(n_items=split.n_items, vocab_size=vocab_size, **{**default_model, **(model_config or {})})
     key = {"model": asdict(mcfg), "train": asdict(tcfg), "split": split_fingerprint(split),
-           "tokenizer": tok_fp, "max_tokens": max_tokens if tokenizer is not None else None}
+           "tokenizer": tok_fp, "max_tokens": max_tokens if tokenizer is not None else None,
+           "select_on": select_on}
+    validation = split.validation.part(select_on)
     seed_everything(tcfg.seed)
     model = TwoTower(mcfg, tokens)
 
     baskets = split_baskets(split) if tcfg.target_items.startswith("basket") else None
 
     def train(m: TwoTower) -> pd.DataFrame:
-        return train_two_tower(m, split.train_sequences, split.validation, tcfg, progress=progress, baskets=baskets)
+        return train_two_tower(m, split.train_sequences, validation, tcfg, progress=progress, baskets=baskets)
 
     model, meta = cached_model("two-tower", key, model, train, rebuild=rebuild)
     model.eval()
