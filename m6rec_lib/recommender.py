@@ -29,8 +29,9 @@ How a customer's list is made (:meth:`Recommender.score`):
    the past purchase whose description is closest (new products), or how popular it is.
 
 Everything is chosen **blind**, on validation customers the learned models were not early-stopped
-on (:func:`validation_halves`): :func:`tune_blend` chooses the ID weights and the repeat terms,
-:func:`tune_new_path` the text path and where its products enter the list.
+on (the second of :meth:`EvalSet.halves <m6rec_lib.data.EvalSet.halves>`; the course's SASRec and
+two-tower choose their epochs on the first): :func:`tune_blend` chooses the ID weights and the
+repeat terms, :func:`tune_new_path` the text path and where its products enter the list.
 
 A customer unknown to the data raises ``KeyError`` (an ID of the wrong type ``TypeError``); a known
 customer with no purchase before the recommender's moment (a *cold* customer) gets the products most
@@ -40,7 +41,7 @@ bought by customers of the same country, or of the whole shop.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -55,76 +56,10 @@ from .new_products import Catalogue, extend_catalogue, targets_among
 from .text import serializer as ser
 from .text_retrieval import standardise_over
 
-__all__ = ["Recommender", "fit_baselines", "BaselineChoice", "zscore_rows", "repeat_log_probability", "own_mask", "blend_scores", "tune_blend",
-           "tune_new_path", "BlendResult", "NewPathResult", "validation_halves", "check_customer_id", "check_k"]
+__all__ = ["Recommender", "zscore_rows", "repeat_log_probability", "own_mask", "blend_scores", "tune_blend",
+           "tune_new_path", "BlendResult", "NewPathResult", "check_customer_id", "check_k"]
 
 ScoreFn = Callable[[EvalSet], np.ndarray]
-
-
-# =============================================================================================
-# choosing blind: two halves of the validation customers
-# =============================================================================================
-
-def validation_halves(eval_set: EvalSet, seed: int = 0) -> tuple[EvalSet, EvalSet]:
-    """``(first, second)``: the customers of ``eval_set`` split in two halves, seeded.
-
-    The course's learned rankers choose their epoch on the first half; the capstone tunes its
-    blend on the second, which no model has been selected on. Delegates to ``EvalSet.halves`` when
-    the data module provides it (one split for the whole course).
-    """
-    if hasattr(eval_set, "halves"):
-        return eval_set.halves(seed=seed)
-    n = len(eval_set)
-    if n < 2:
-        raise ValueError(f"eval set {eval_set.name!r} has {n} customer(s); two halves need at least 2")
-    first = np.zeros(n, dtype=bool)
-    first[np.random.default_rng(seed).permutation(n)[: n // 2]] = True
-    return (eval_set.subset(first, name=f"{eval_set.name} (first half)"),
-            eval_set.subset(~first, name=f"{eval_set.name} (second half)"))
-
-
-# =============================================================================================
-# the baselines to beat, each at its best validation setting
-# =============================================================================================
-
-@dataclass
-class BaselineChoice:
-    """:func:`fit_baselines`' result: ``models[name][view]`` the fitted baseline at the setting
-    chosen for that view ("all" or "new"), and ``table`` (one row per setting: its validation NDCG@10
-    in both views)."""
-
-    models: dict[str, dict[str, object]]
-    table: pd.DataFrame
-
-
-def fit_baselines(split, validation: EvalSet, grids: Mapping[str, Sequence[dict]]) -> BaselineChoice:
-    """Fit every baseline of :mod:`m6rec_lib.baselines` named in ``grids`` (name -> list of keyword
-    settings, e.g. ``{"EASE": [{"lam": 300.0}, {"lam": 1000.0}]}``) on the training period, and keep,
-    per view, the setting with the best NDCG@10 on ``validation`` (an eval set over the split's items).
-    """
-    from . import baselines as bl
-    from .metrics import evaluate_both
-
-    makers = {"MostPop": bl.MostPop, "Buy-Again": bl.BuyAgain, "ItemKNN": bl.ItemKNN,
-              "co-occurrence": bl.CoOccurrence, "iALS": bl.IALS, "EASE": bl.EASE}
-    unknown = [n for n in grids if n not in makers]
-    if unknown:
-        raise KeyError(f"unknown baseline(s) {unknown}; known: {sorted(makers)}")
-    rows, fitted = [], {}
-    for name, grid in grids.items():
-        for params in grid:
-            extra = {"train_sequences": split.train_sequences} if name == "co-occurrence" else {}
-            model = makers[name](**params).fit(split.train_matrix, **extra)
-            both = evaluate_both(model.scorer(validation), validation, ks=(10,))
-            fitted[(name, len(rows))] = model
-            rows.append({"model": name, "setting": str(params), "all": both.loc["all", "NDCG@10"],
-                         "new": both.loc["new", "NDCG@10"], "_key": (name, len(rows))})
-    table = pd.DataFrame(rows)
-    models = {}
-    for name in grids:
-        mine = table[table["model"] == name]
-        models[name] = {view: fitted[_argmax_row(mine, view)["_key"]] for view in ("all", "new")}
-    return BaselineChoice(models, table.drop(columns="_key"))
 
 
 # =============================================================================================

@@ -185,16 +185,6 @@ def test_clear_errors_and_the_cold_fallback(world):
     assert rec.history(COLD).empty
 
 
-def test_validation_halves_are_disjoint_covering_seeded_and_balanced(world):
-    _, split, _ = world
-    a, b = rc.validation_halves(split.validation, seed=0)
-    assert not set(a.users) & set(b.users) and sorted([*a.users, *b.users]) == sorted(split.validation.users)
-    assert abs(len(a) - len(b)) <= 1
-    a2, _ = rc.validation_halves(split.validation, seed=0)
-    a3, _ = rc.validation_halves(split.validation, seed=1)
-    assert np.array_equal(a.users, a2.users) and not np.array_equal(a.users, a3.users)
-
-
 def test_tune_blend_picks_the_best_validation_setting(world):
     _, split, rec = world
     val = rec.catalogue.validation
@@ -248,15 +238,3 @@ def test_impossible_settings_are_refused(world):
         rc.Recommender(split, lines, rec.components, weights={"EASE": 1.0}, catalogue=cat,
                        new_scorers={"EASE": cat.sales_before})
 
-
-def test_fit_baselines_keeps_the_best_validation_setting_per_view(world):
-    _, split, _ = world
-    grids = {"EASE": [{"lam": 1.0}, {"lam": 500.0}], "MostPop": [{}]}
-    choice = rc.fit_baselines(split, split.validation, grids)
-    assert len(choice.table) == 3 and set(choice.models) == {"EASE", "MostPop"}
-    ease = choice.table[choice.table["model"] == "EASE"]
-    for view in ("all", "new"):
-        best = ease.iloc[int(np.argmax(ease[view].to_numpy()))]
-        assert repr(choice.models["EASE"][view].lam) in best["setting"] or str(choice.models["EASE"][view].lam) in best["setting"]
-    with pytest.raises(KeyError, match="unknown baseline"):
-        rc.fit_baselines(split, split.validation, {"SASRec": [{}]})
