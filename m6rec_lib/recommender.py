@@ -500,6 +500,44 @@ class Recommender:
                             self.candidates(eval_set), self.catalogue.is_new[None, :],
                             self.new_bonus if self.uses_new_products else 0.0)
 
+    def ablations(self, eval_set: EvalSet):
+        """The recommender's scores, then with one part taken out at a time, nothing re-tuned.
+
+        Yields ``(name, scores)``: ``"capstone"``; ``"without the text path"`` (no new product but
+        those bought before); ``"without <new scorer>"`` for each weighted new scorer, when another
+        remains; ``"without <component>"`` for each weighted ID component, when another remains;
+        ``"without the repeat term"`` (no own bonus, no repeat weight); ``"without retrieval"``
+        (every product of the training period is a candidate). Features are computed once.
+        """
+        names = [k for k, w in self.weights.items() if w and (k in self.components or self.uses_new_products)]
+        feats = self.features(eval_set, names)
+        own, log_repeat = own_mask(eval_set), repeat_log_probability(eval_set, self.half_life)
+        is_new = self.catalogue.is_new[None, :]
+        cand = self.candidates(eval_set)
+        weights = {k: self.weights[k] for k in names}
+        new_bonus = self.new_bonus if self.uses_new_products else 0.0
+
+        def blend(w, candidates=cand, own_bonus=self.own_bonus, repeat_weight=self.repeat_weight, bonus=new_bonus):
+            return blend_scores(feats, w, own, log_repeat, own_bonus, repeat_weight, candidates, is_new, bonus)
+
+        yield "capstone", blend(weights)
+        id_names = [k for k in names if k in self.components]
+        new_names = [k for k in names if k in self.new_scorers]
+        if new_names:
+            yield "without the text path", blend({k: weights[k] for k in id_names},
+                                                 self.candidates(eval_set, new_products=False), bonus=0.0)
+            if len(new_names) > 1:
+                for name in new_names:
+                    yield f"without {name}", blend({k: w for k, w in weights.items() if k != name})
+        if len(id_names) > 1:
+            for name in id_names:
+                yield f"without {name}", blend({k: w for k, w in weights.items() if k != name})
+        yield "without the repeat term", blend(weights, own_bonus=0.0, repeat_weight=0.0)
+        if self.retriever is not None:
+            everything = cand.copy()
+            everything[:, 1: self.split.n_items + 1] = True
+            yield "without retrieval", blend(weights, everything)
+
     # ------------------------------------------------------------------ one customer
     def history(self, customer_id: int) -> pd.DataFrame:
         """The customer's purchases before ``now`` (newest first): date, invoice, item, description, quantity."""

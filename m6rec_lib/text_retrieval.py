@@ -36,10 +36,7 @@ if TYPE_CHECKING:
     from .new_products import Catalogue
     from .pretraining import Pretrained
 
-__all__ = ["catalogue_embeddings", "minilm_scores", "gpt_scores", "standardise_over", "MINILM_VARIANTS"]
-
-#: the MiniLM scorers the capstone chooses among: name -> (kind, last_n)
-MINILM_VARIANTS = {"MiniLM profile": ("profile", 20), "MiniLM closest": ("closest", 30)}
+__all__ = ["catalogue_embeddings", "minilm_scores", "gpt_scores", "standardise_over", "new_product_scorers"]
 
 
 def _fingerprint(*parts) -> str:
@@ -83,13 +80,15 @@ def gpt_scores(
     allowed: np.ndarray,
     max_candidate_tokens: int = 16,
     progress: bool = True,
+    cache: bool | None = None,
 ) -> np.ndarray:
     """The GPT's length-normalised log-likelihood of each allowed product's description.
 
     ``customer_ids``: the customers of ``eval_set`` (in its order); ``allowed``: (n, n_items + 1)
     bool, the products to score for each customer (e.g. new products on sale). The history prefix
     of a customer is computed once (its keys and values cached) and shared by all their products.
-    Returns (n, n_items + 1) float64, -inf where not allowed. Cached in ``cache_dir()``.
+    Returns (n, n_items + 1) float64, -inf where not allowed. Cached in ``cache_dir()`` when
+    ``cache`` (default: for two customers or more; one request is not worth a file).
     """
     from .training import cached_artifact
 
@@ -119,7 +118,10 @@ def gpt_scores(
                 out[row, items] = np.nanmean(logp, axis=1)
         return {"scores": out}
 
-    return np.asarray(cached_artifact("capstone-gpt-scores", key, build)["scores"], dtype=np.float64)
+    if cache is None:
+        cache = len(eval_set) > 1
+    scores = cached_artifact("capstone-gpt-scores", key, build)["scores"] if cache else build()["scores"]
+    return np.asarray(scores, dtype=np.float64)
 
 
 def standardise_over(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -144,3 +146,26 @@ def standardise_over(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if sd > 0:
             out[row, m] = (v - v.mean()) / sd
     return out
+
+
+def new_product_scorers(pretrained: "Pretrained", catalogue: "Catalogue", lines: "pd.DataFrame",
+                        customer_ids: np.ndarray, embeddings: np.ndarray) -> dict:
+    """The capstone's candidate scorers of new products: name -> ``fn(eval_set) -> (n, n_items + 1)``.
+
+    ``"GPT"`` (:func:`gpt_scores` of the new products on sale), ``"MiniLM profile"`` (last 20
+    products) and ``"MiniLM closest"`` (last 30; :func:`minilm_scores`) from text, and ``"recent
+    sales"``, ``log(1 + purchase lines so far)`` (:meth:`~m6rec_lib.new_products.Catalogue.sales_before`),
+    which needs no text. ``customer_ids``: the split's ``users.customer_ids`` (row -> customer).
+    """
+    new_items = np.flatnonzero(catalogue.is_new)
+
+    def gpt(es: EvalSet) -> np.ndarray:
+        allowed = catalogue.on_sale(es) & catalogue.is_new[None, :]
+        return gpt_scores(pretrained, catalogue, lines, customer_ids[np.asarray(es.users)], es, allowed, progress=False)
+
+    return {
+        "GPT": gpt,
+        "MiniLM profile": lambda es: minilm_scores(embeddings, es, new_items, "profile", 20),
+        "MiniLM closest": lambda es: minilm_scores(embeddings, es, new_items, "closest", 30),
+        "recent sales": lambda es: np.log1p(catalogue.sales_before(es)),
+    }

@@ -238,3 +238,23 @@ def test_impossible_settings_are_refused(world):
         rc.Recommender(split, lines, rec.components, weights={"EASE": 1.0}, catalogue=cat,
                        new_scorers={"EASE": cat.sales_before})
 
+
+
+def test_ablations_take_out_one_part_at_a_time(world):
+    lines, split, rec = world
+    cat, test = rec.catalogue, rec.catalogue.test
+    path = rc.Recommender(split, lines, rec.components, weights={**rec.weights, "text": 1.0, "sales": 0.5},
+                          half_life=rec.half_life, own_bonus=rec.own_bonus, repeat_weight=rec.repeat_weight,
+                          retriever=rec.retriever, n_retrieve=8, catalogue=cat, new_scorers=rec.new_scorers, new_bonus=2.0)
+    got = dict(path.ablations(test))
+    assert list(got) == ["capstone", "without the text path", "without text", "without sales", "without EASE",
+                         "without MostPop", "without the repeat term", "without retrieval"]
+    assert np.array_equal(got["capstone"], path.score(test))
+    assert np.array_equal(got["without the text path"], rec.score(test))       # the same blend, new_bonus -inf
+    no_sales = rc.Recommender(split, lines, rec.components, weights={**rec.weights, "text": 1.0},
+                              half_life=rec.half_life, own_bonus=rec.own_bonus, repeat_weight=rec.repeat_weight,
+                              retriever=rec.retriever, n_retrieve=8, catalogue=cat, new_scorers=rec.new_scorers,
+                              new_bonus=2.0)
+    assert np.allclose(got["without sales"], no_sales.score(test))
+    everything = got["without retrieval"]
+    assert np.isfinite(everything[:, 1: split.n_items + 1]).all()
