@@ -35,7 +35,7 @@ import pandas as pd
 from .data import DataError, EvalSet, first_baskets, item_descriptions
 from .data.splits import eval_set_from_baskets
 
-__all__ = ["Catalogue", "extend_catalogue", "targets_among", "same_customers"]
+__all__ = ["Catalogue", "extend_catalogue", "targets_among", "same_customers", "add_new_products"]
 
 _NEVER = np.datetime64("2262-01-01", "ns")
 
@@ -249,3 +249,14 @@ def same_customers(eval_set: EvalSet, like: EvalSet) -> EvalSet:
         raise ValueError(f"{len(like) - int(keep.sum())} customer(s) of {like.name!r} are not in {eval_set.name!r}; "
                          "pass two eval sets of the same period")
     return eval_set.subset(keep, name=like.name)
+
+
+def add_new_products(subsample: pd.DataFrame, lines: pd.DataFrame, since: str = "2011-10-01") -> pd.DataFrame:
+    """``subsample`` (e.g. :func:`~m6rec_lib.data.subsample_lines`, which keeps products sold before
+    ``since`` only) plus its customers' purchases of the products first sold from ``since`` on, taken
+    from ``lines``: a small world that still has new products (smoke runs)."""
+    first = lines.groupby("stock_code", observed=True)["invoice_date"].min()
+    new_codes = first.index[first >= pd.Timestamp(since)]
+    extra = lines[lines["stock_code"].isin(new_codes) & lines["customer_id"].isin(subsample["customer_id"].unique())]
+    keys = [c for c in ("invoice_date", "invoice", "line_no") if c in subsample.columns]
+    return pd.concat([subsample, extra]).sort_values(keys, kind="stable").reset_index(drop=True)

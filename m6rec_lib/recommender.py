@@ -31,7 +31,7 @@ How a customer's list is made (:meth:`Recommender.score`):
 Everything is chosen **blind**, on validation customers the learned models were not early-stopped
 on (the second of :meth:`EvalSet.halves <m6rec_lib.data.EvalSet.halves>`; the course's SASRec and
 two-tower choose their epochs on the first): :func:`tune_blend` chooses the ID weights and the
-repeat terms, :func:`tune_new_path` the text path and where its products enter the list.
+repeat terms, :func:`choose_mix` and :func:`choose_entry` the text path and where its products enter the list.
 
 A customer unknown to the data raises ``KeyError`` (an ID of the wrong type ``TypeError``); a known
 customer with no purchase before the recommender's moment (a *cold* customer) gets the products most
@@ -40,6 +40,7 @@ bought by customers of the same country, or of the whole shop.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -57,7 +58,7 @@ from .text import serializer as ser
 from .text_retrieval import standardise_over
 
 __all__ = ["Recommender", "zscore_rows", "repeat_log_probability", "own_mask", "blend_scores", "tune_blend",
-           "tune_new_path", "BlendResult", "NewPathResult", "check_customer_id", "check_k"]
+           "tune_new_path", "choose_mix", "choose_entry", "BlendResult", "NewPathResult", "check_customer_id", "check_k", "target_recall"]
 
 ScoreFn = Callable[[EvalSet], np.ndarray]
 
@@ -227,67 +228,119 @@ def tune_blend(
 
 @dataclass
 class NewPathResult:
-    """What :func:`tune_new_path` chose: the new scorers' ``weights`` (their mix, times ``scale``) and
-    ``new_bonus``; ``path_table`` (stage 3: each mix on the new products alone) and ``entry_table``
-    (stage 4: scale and bonus on the whole list)."""
+    """What :func:`choose_mix` and :func:`choose_entry` chose: the new scorers' ``weights`` (their mix,
+    times the entry's scale) and ``new_bonus`` (the offset; -inf: no new product enters);
+    ``path_table`` (stage 3: each mix on the new products alone) and ``entry_table`` (stage 4: each
+    scale and offset on the whole list)."""
 
     weights: dict[str, float]
     new_bonus: float
     path_table: pd.DataFrame
-    entry_table: pd.DataFrame
+    entry_table: pd.DataFrame | None = None
 
     @property
     def enabled(self) -> bool:
         return any(self.weights.values()) and np.isfinite(self.new_bonus)
 
 
-def tune_new_path(
-    base_scores: np.ndarray,
-    new_features: Mapping[str, np.ndarray],
-    validation: EvalSet,
-    allowed: np.ndarray,
-    is_new: np.ndarray,
-    weight_grid: Sequence[float] = (0.0, 0.5, 1.0),
-    scale_grid: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
-    bonus_grid: Sequence[float] = (-4.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0),
-    metric: str = "NDCG@10",
-) -> NewPathResult:
-    """Choose how new products are scored and where they enter the list, on ``validation``.
+def choose_mix(new_features: Mapping[str, np.ndarray], new_targets: EvalSet, allowed: np.ndarray,
+               weight_grid: Sequence[float] = (0.0, 0.5, 1.0), metric: str = "NDCG@10") -> NewPathResult:
+    """Stage 3: which mix of new-product scorers ranks the customers' new-product targets best.
 
-    ``base_scores``: (n, n_items + 1) the tuned ID blend on ``validation`` (new products -inf or
-    own-product terms only); ``new_features``: name -> (n, n_items + 1) standardised scores of the
-    new products (:func:`~m6rec_lib.text_retrieval.standardise_over`); ``allowed``: (n, n_items + 1)
-    the new products on sale at each customer's moment; ``is_new``: (n_items + 1,).
-
-    3. The mix of new scorers (every combination of ``weight_grid`` up to scale) by ``metric`` on the
-       customers' new-product targets, ranking the new products on sale only: which scorer knows
-       which new product a customer buys.
-    4. A scale ``s`` and an offset ``b`` (new product score = ``b + s * mix``, every combination, plus
-       "never": no new product in the list) by ``metric`` on all items and the whole catalogue.
+    ``new_targets``: validation customers with their new-product targets only
+    (:func:`~m6rec_lib.new_products.targets_among`); ``new_features``: name -> (len(new_targets),
+    n_items + 1) standardised scores (:func:`~m6rec_lib.text_retrieval.standardise_over`);
+    ``allowed``: the same shape, the new products on sale. Every combination of ``weight_grid``
+    (not all zero, up to scale) ranks the allowed products only, by ``metric``. The result's
+    ``weights`` are the best mix (its ``new_bonus`` is -inf until :func:`choose_entry`).
     """
     if not new_features:
         raise ValueError("give at least one new-product scorer, e.g. {'recent sales': ...}")
     names = list(new_features)
-    new_targets = targets_among(validation, is_new)
-    rows_of = new_targets.info["positions"]
     rows = []
     for w in _weight_combinations(names, weight_grid):
         mix = sum(w[n] * new_features[n] for n in names if w[n])
-        scores = np.where(allowed, mix, -np.inf)[rows_of]
-        rows.append({**w, metric: evaluate(scores, new_targets, ks=(10,))[metric] if len(new_targets) else 0.0})
+        value = evaluate(np.where(allowed, mix, -np.inf), new_targets, ks=(10,))[metric] if len(new_targets) else 0.0
+        rows.append({**w, metric: value})
     path_table = pd.DataFrame(rows)
     best = _argmax_row(path_table, metric)
-    mix_weights = {n: float(best[n]) for n in names}
-    mix = sum(mix_weights[n] * new_features[n] for n in names if mix_weights[n])
-    rows = [{"scale": 0.0, "new_bonus": -np.inf, metric: evaluate(base_scores, validation, ks=(10,))[metric]}]
-    base_new = np.where(allowed, np.where(np.isfinite(base_scores), base_scores, 0.0), 0.0)  # own-product terms
+    return NewPathResult({n: float(best[n]) for n in names}, -np.inf, path_table)
+
+
+def choose_entry(base_scores: np.ndarray, new_features: Mapping[str, np.ndarray], mix: NewPathResult,
+                 validation: EvalSet, allowed: np.ndarray, scale_grid: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+                 bonus_grid: Sequence[float] = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0),
+                 metric: str = "NDCG@10") -> NewPathResult:
+    """Stage 4: where the new products enter the list.
+
+    ``base_scores``: (n, n_items + 1) the ID blend on ``validation`` (new products -inf, except those
+    bought before); ``new_features``: name -> (n, n_items + 1) standardised scores, at least the names
+    ``mix`` weights; ``allowed``: (n, n_items + 1) the new products on sale. A new product scores
+    ``b + s * mix`` (plus its own-product terms); every scale ``s`` and offset ``b``, and "never"
+    (first row: no new product enters), is judged by the mean of ``metric`` over the two lists the
+    recommender serves: all items and items new to the customer. Ties keep the earlier row, so
+    "never" wins unless new products help.
+    """
+    names = [n for n, w in mix.weights.items() if w]
+    if not names:
+        raise ValueError("the mix weights no scorer; choose_mix first")
+    path = sum(mix.weights[n] * new_features[n] for n in names)
+    base_new = np.where(allowed, np.where(np.isfinite(base_scores), base_scores, 0.0), 0.0)   # own-product terms
+
+    def judge(scores: np.ndarray) -> dict:
+        both = {view: evaluate(scores, validation, ks=(10,), exclude_seen=view == "new")[metric] for view in ("all", "new")}
+        return {f"{metric} all items": both["all"], f"{metric} new to the customer": both["new"],
+                "mean": (both["all"] + both["new"]) / 2}
+
+    rows = [{"scale": 0.0, "new_bonus": -np.inf, **judge(base_scores)}]
     for scale, bonus in itertools.product(scale_grid, bonus_grid):
-        scores = np.where(allowed, base_new + bonus + scale * mix, base_scores)
-        rows.append({"scale": scale, "new_bonus": bonus, metric: evaluate(scores, validation, ks=(10,))[metric]})
+        rows.append({"scale": scale, "new_bonus": bonus,
+                     **judge(np.where(allowed, base_new + bonus + scale * path, base_scores))})
     entry_table = pd.DataFrame(rows)
-    pick = _argmax_row(entry_table, metric)
+    pick = _argmax_row(entry_table, "mean")
     scale, bonus = float(pick["scale"]), float(pick["new_bonus"])
-    return NewPathResult({n: scale * w for n, w in mix_weights.items()}, bonus, path_table, entry_table)
+    weights = {n: scale * w for n, w in mix.weights.items()}
+    return NewPathResult(weights, bonus if scale else -np.inf, mix.path_table, entry_table)
+
+
+def tune_new_path(base_scores: np.ndarray, new_features: Mapping[str, np.ndarray], validation: EvalSet,
+                  allowed: np.ndarray, is_new: np.ndarray, weight_grid: Sequence[float] = (0.0, 0.5, 1.0),
+                  **entry_grids) -> NewPathResult:
+    """:func:`choose_mix` on ``validation``'s new-product targets, then :func:`choose_entry` on the
+    whole of ``validation`` (all arrays over every customer of ``validation``)."""
+    if not new_features:
+        raise ValueError("give at least one new-product scorer, e.g. {'recent sales': ...}")
+    new_targets = targets_among(validation, is_new)
+    rows = new_targets.info["positions"]
+    mix = choose_mix({k: v[rows] for k, v in new_features.items()}, new_targets, allowed[rows], weight_grid)
+    return choose_entry(base_scores, new_features, mix, validation, allowed, **entry_grids)
+
+
+def target_recall(rec: "Recommender", eval_set: EvalSet, n_retrieve: Sequence[int]) -> pd.DataFrame:
+    """How many targets survive retrieval plus the customers' own products, for several ``n_retrieve``.
+
+    One row per value: the mean number of candidates per customer and the share of target lines
+    kept, over all targets and over targets new to the customer (new products count, and are out of
+    retrieval's reach). ``rec.n_retrieve`` is restored afterwards.
+    """
+    kept_before = rec.n_retrieve
+    seen = eval_set.history[np.asarray(eval_set.users)]
+    rows = []
+    try:
+        for n in n_retrieve:
+            rec.n_retrieve = int(min(n, rec.split.n_items))
+            mask = rec.candidates(eval_set, new_products=False)
+            hit = total = hit_new = total_new = 0
+            for row, targets in enumerate(eval_set.targets):
+                t = targets[targets > 0]
+                new = t[np.asarray(seen[row, t].todense()).ravel() == 0] if len(t) else t
+                hit, total = hit + int(mask[row, t].sum()), total + len(targets)
+                hit_new, total_new = hit_new + int(mask[row, new].sum()), total_new + len(new)
+            rows.append({"retrieved": int(n), "candidates per customer": float(mask.sum(1).mean()),
+                         "targets kept (all)": hit / max(total, 1), "targets kept (new)": hit_new / max(total_new, 1)})
+    finally:
+        rec.n_retrieve = kept_before
+    return pd.DataFrame(rows).set_index("retrieved")
 
 
 # =============================================================================================
@@ -436,6 +489,26 @@ class Recommender:
             self._country_pop = buyers.groupby(["country", "item"]).size()
         else:
             self._country_pop = pd.Series(dtype=np.int64)
+
+    def variant(self, **changes) -> "Recommender":
+        """A copy with some settings changed (``weights``, ``new_bonus``, ``half_life``, ``own_bonus``,
+        ``repeat_weight``, ``n_retrieve``, ``retriever``); the data and models are shared, not copied.
+        ``weights`` given as a mapping replaces the weights of the names it holds and keeps the others."""
+        allowed = {"weights", "new_bonus", "half_life", "own_bonus", "repeat_weight", "n_retrieve", "retriever"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TypeError(f"variant() cannot change {sorted(unknown)}; it changes {sorted(allowed)}")
+        out = copy.copy(self)
+        for name, value in changes.items():
+            if name == "weights":
+                value = {**self.weights, **{k: float(v) for k, v in value.items()}}
+                known = set(self.components) | set(self.new_scorers)
+                if set(value) - known:
+                    raise KeyError(f"weights name unknown components {sorted(set(value) - known)}; known: {sorted(known)}")
+            elif name in ("new_bonus", "own_bonus", "repeat_weight"):
+                value = float(value)
+            setattr(out, name, value)
+        return out
 
     # ------------------------------------------------------------------ scoring eval sets
     @property

@@ -16,6 +16,7 @@ products' scores, so ``weight = 0`` is the blend itself.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -31,7 +32,8 @@ if TYPE_CHECKING:
     from .new_products import Catalogue
     from .pretraining import Pretrained
 
-__all__ = ["train_reranker", "candidate_pairs", "rerank_scores", "add_to_top", "top_candidates"]
+__all__ = ["train_reranker", "candidate_pairs", "rerank_scores", "add_to_top", "top_candidates", "rerank",
+           "choose_weight", "WeightChoice"]
 
 N_PROMPT = 8
 
@@ -63,7 +65,7 @@ def train_reranker(pretrained: "Pretrained", split: "Split", lines: pd.DataFrame
     model, history, cached = ad.load_or_train_task_model("capstone-reranker", key, model, fit)
     trainable = sum(model.task_parameters().values())
     info = {"train pairs": len(train), "validation pairs": len(val), "cached": cached,
-            "trainable parameters": int(trainable), "backbone parameters": int(pretrained.model.num_parameters()),
+            "trainable parameters": int(trainable), "backbone parameters": int(ad.count_parameters(pretrained.model)),
             "best validation AUC": float(history.attrs.get("best_val_auc", np.nan))}
     return model, history, info
 
@@ -123,3 +125,46 @@ def add_to_top(scores: np.ndarray, items: np.ndarray, rerank: np.ndarray, weight
         shift = max(0.0, floor - top.min() + 1.0) if np.isfinite(floor) else 0.0
         out[row, ids] = top + shift
     return out
+
+
+def rerank(model: ad.AdaptedGPT, pretrained: "Pretrained", catalogue: "Catalogue", lines: pd.DataFrame,
+           customer_ids: Sequence[int], eval_set: "EvalSet", first_stage: np.ndarray, top_n: int,
+           weight: float) -> np.ndarray:
+    """``first_stage`` (n, n_items + 1) with its ``top_n`` products per customer re-scored by the
+    re-ranker (:func:`add_to_top` with ``weight``); ``weight = 0`` returns a copy unchanged."""
+    if weight == 0:
+        return np.array(first_stage, dtype=np.float64, copy=True)
+    items = top_candidates(first_stage, top_n)
+    logodds = rerank_scores(model, candidate_pairs(pretrained, catalogue, lines, customer_ids, eval_set, items), items)
+    return add_to_top(first_stage, items, logodds, weight)
+
+
+@dataclass
+class WeightChoice:
+    """:func:`choose_weight`'s result: the ``weight`` chosen, the ``table`` (weight -> NDCG@10) and
+    ``best_nonzero``, the paired comparison of the re-ranker at its best non-zero weight with none."""
+
+    weight: float
+    table: pd.Series
+    best_nonzero: object
+
+
+def choose_weight(model: ad.AdaptedGPT, pretrained: "Pretrained", catalogue: "Catalogue", lines: pd.DataFrame,
+                  customer_ids: Sequence[int], eval_set: "EvalSet", first_stage: np.ndarray, top_n: int,
+                  weights: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), seed: int = 0) -> WeightChoice:
+    """Choose the re-ranker's weight on ``eval_set`` (validation customers) by NDCG@10 on all items;
+    ``0`` (the first stage alone) is always a candidate. The pairs are scored once."""
+    from .metrics import evaluate, paired_bootstrap
+
+    items = top_candidates(first_stage, top_n)
+    logodds = rerank_scores(model, candidate_pairs(pretrained, catalogue, lines, customer_ids, eval_set, items), items)
+    weights = sorted(set(float(w) for w in weights) | {0.0})
+    scored = {w: add_to_top(first_stage, items, logodds, w) for w in weights}
+    table = pd.Series({w: evaluate(s, eval_set, ks=(10,))["NDCG@10"] for w, s in scored.items()},
+                      name=f"{eval_set.name}: NDCG@10, all items").rename_axis("re-ranker weight")
+    chosen = float(table.idxmax())
+    nonzero = table.drop(0.0)
+    best = float(nonzero.idxmax()) if len(nonzero) else 0.0
+    diff = paired_bootstrap(scored[best], scored[0.0], eval_set, names=(f"blend + re-ranker x {best:g}", "blend"),
+                            view=eval_set.name, seed=seed) if len(nonzero) else None
+    return WeightChoice(chosen, table, diff)

@@ -9,7 +9,9 @@ looking at any model's scores:
   and those with more (*long*), the median taken over the evaluated customers;
 * **product age**: targets on products sold in the training period (*old products*) and on products
   first sold after it (*new products*; see :mod:`m6rec_lib.new_products`), each with the customers
-  that have such a target; the whole catalogue is ranked either way.
+  that have such a target, in the *new to the customer* view: a list that ranks every own product
+  first (Buy-Again's habit, which the capstone's tuning adopts) has no room for anything else in
+  its top 10, so product age is measured where products compete for discovery.
 
 :func:`segment_values` gives every customer's metric per segment (NaN where a customer is not in it),
 :func:`segment_table` the means, and :func:`segment_comparisons` a paired bootstrap interval for one
@@ -28,7 +30,7 @@ from .data import EvalSet
 from .metrics import PairedDifference, paired_bootstrap, per_user_metrics
 from .new_products import targets_among
 
-__all__ = ["Segment", "segments", "segment_values", "segment_table", "segment_comparisons"]
+__all__ = ["Segment", "segments", "segment_values", "segment_table", "segment_comparisons", "ablation_table"]
 
 
 @dataclass
@@ -61,10 +63,10 @@ def segments(eval_set: EvalSet, is_new: np.ndarray) -> list[Segment]:
                 f"customers with at most {median:g} past purchase lines (the median)"),
         Segment("long history", eval_set.subset(~short, name="long history"), np.flatnonzero(~short), False,
                 f"customers with more than {median:g} past purchase lines"),
-        Segment("old products", old_t, old_t.info["positions"], False,
-                "targets on products sold in the training period"),
-        Segment("new products", new_t, new_t.info["positions"], False,
-                "targets on products first sold after the training period"),
+        Segment("old products", old_t, old_t.info["positions"], True,
+                "targets on products sold in the training period, new to the customer"),
+        Segment("new products", new_t, new_t.info["positions"], True,
+                "targets on products first sold after the training period, new to the customer"),
     ]
 
 
@@ -100,3 +102,30 @@ def segment_comparisons(values: Mapping[str, Mapping[str, np.ndarray]], a: str, 
         out.append(paired_bootstrap(values[a][seg.name], values[b][seg.name], metric=metric, names=(a, b),
                                     view=seg.name, seed=seed))
     return out
+
+
+def ablation_table(reference: Mapping[str, np.ndarray], variants, segs: Sequence[Segment],
+                   shown: Sequence[str] = ("all items", "new to the customer", "new products"),
+                   metric: str = "NDCG@10", seed: int = 0) -> pd.DataFrame:
+    """What each part contributes: reference minus variant, per segment, with its paired interval.
+
+    ``reference``: :func:`segment_values` of the full recommender; ``variants``: ``(name, scores)``
+    pairs (e.g. :meth:`m6rec_lib.recommender.Recommender.ablations`, whose first item, the
+    recommender itself, is skipped when named "capstone"). One row per variant; per segment of
+    ``shown``, the difference and its interval as ``"+0.0123 [+0.0040, +0.0210]"``, and the verdict.
+    """
+    by_name = {s.name: s for s in segs}
+    rows = {}
+    for name, scores in variants:
+        if name == "capstone":
+            continue
+        wanted = [by_name[s] for s in shown]
+        v = segment_values(scores, wanted, metric)
+        row = {}
+        for seg in wanted:
+            d = paired_bootstrap(reference[seg.name], v[seg.name], metric=metric, names=("full", name), view=seg.name,
+                                 seed=seed)
+            row[seg.name] = f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+            row[f"{seg.name}: verdict"] = {"a": "it helps", "b": "it hurts", "none": "no measurable difference"}[d.outcome]
+        rows[name.removeprefix("without ")] = row
+    return pd.DataFrame(rows).T.rename_axis("taken out")

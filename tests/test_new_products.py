@@ -9,7 +9,7 @@ import pytest
 from m6rec_lib.data import DataError, next_basket_split
 from m6rec_lib.data.toy import make_toy_world
 from m6rec_lib.metrics import evaluate
-from m6rec_lib.new_products import extend_catalogue, same_customers, targets_among
+from m6rec_lib.new_products import add_new_products, extend_catalogue, same_customers, targets_among
 
 NEW_CODES = ("NEW-A", "NEW-B", "NEW-C")
 
@@ -118,3 +118,14 @@ def test_summary_and_same_customers(world):
     assert np.array_equal(mine.users, half.users) and mine.n_items == cat.n_items
     with pytest.raises(ValueError, match="same period"):
         same_customers(cat.validation, split.test)
+
+
+def test_add_new_products_puts_back_the_customers_new_products(world):
+    lines, _, _ = world
+    old = lines[~lines["stock_code"].isin(NEW_CODES)]
+    sub = old[old["customer_id"].isin(old["customer_id"].unique()[:30])]
+    back = add_new_products(sub, lines)
+    extra = back[back["stock_code"].isin(NEW_CODES)]
+    expected = lines[lines["stock_code"].isin(NEW_CODES) & lines["customer_id"].isin(sub["customer_id"].unique())]
+    assert len(extra) == len(expected) > 0 and len(back) == len(sub) + len(expected)
+    assert back["invoice_date"].is_monotonic_increasing

@@ -9,7 +9,7 @@ import pytest
 from m6rec_lib import recommender as rc
 from m6rec_lib.baselines import EASE, MostPop
 from m6rec_lib.data import next_basket_split
-from m6rec_lib.metrics import evaluate
+from m6rec_lib.metrics import evaluate, evaluate_both
 from m6rec_lib.new_products import extend_catalogue, targets_among
 from m6rec_lib.text_retrieval import standardise_over
 
@@ -219,8 +219,9 @@ def test_tune_new_path_chooses_on_validation_and_agrees_with_the_recommender(wor
                             half_life=rec.half_life, own_bonus=rec.own_bonus, repeat_weight=rec.repeat_weight,
                             retriever=rec.retriever, n_retrieve=8, catalogue=cat, new_scorers=rec.new_scorers,
                             new_bonus=result.new_bonus)
-    got = evaluate(chosen.score(val), val, ks=(10,))["NDCG@10"]
-    assert got == pytest.approx(result.entry_table["NDCG@10"].max())     # the table's best, reproduced
+    got = evaluate_both(chosen.score(val), val, ks=(10,))["NDCG@10"].mean()
+    assert got == pytest.approx(result.entry_table["mean"].max())       # the table's best, reproduced
+    assert result.entry_table.iloc[0]["new_bonus"] == -np.inf            # "never" is always a candidate
     with pytest.raises(ValueError, match="new-product scorer"):
         rc.tune_new_path(base, {}, val, allowed, cat.is_new)
 

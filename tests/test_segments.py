@@ -27,6 +27,7 @@ def test_segments_partition_customers_and_targets(world):
     assert not set(short) & set(long_) and len(short) + len(long_) == len(cat.test)
     lengths = np.array([len(s) for s in cat.test.sequences])
     assert lengths[short].max() <= np.median(lengths) < lengths[long_].min()
+    assert segs["new products"].exclude_seen and segs["old products"].exclude_seen
     for pos, t in zip(segs["new products"].positions, segs["new products"].eval_set.targets):
         assert set(t) == {i for i in cat.test.targets[pos] if cat.is_new[i]}
     for pos, t in zip(segs["old products"].positions, segs["old products"].eval_set.targets):
