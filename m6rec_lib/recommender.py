@@ -51,7 +51,7 @@ import scipy.sparse as sp
 
 from .data import DataError
 from .data.evalset import EvalSet
-from .metrics import evaluate
+from .metrics import evaluate, evaluate_both
 from .mixture import repeat_distribution
 from .new_products import Catalogue, extend_catalogue, targets_among
 from .text import serializer as ser
@@ -288,7 +288,7 @@ def choose_entry(base_scores: np.ndarray, new_features: Mapping[str, np.ndarray]
     base_new = np.where(allowed, np.where(np.isfinite(base_scores), base_scores, 0.0), 0.0)   # own-product terms
 
     def judge(scores: np.ndarray) -> dict:
-        both = {view: evaluate(scores, validation, ks=(10,), exclude_seen=view == "new")[metric] for view in ("all", "new")}
+        both = evaluate_both(scores, validation, ks=(10,))[metric]          # one pass, both views
         return {f"{metric} all items": both["all"], f"{metric} new to the customer": both["new"],
                 "mean": (both["all"] + both["new"]) / 2}
 
@@ -573,6 +573,32 @@ class Recommender:
                             self.candidates(eval_set), self.catalogue.is_new[None, :],
                             self.new_bonus if self.uses_new_products else 0.0)
 
+    def score_many(self, eval_set: EvalSet, variants: Mapping[str, "Recommender"],
+                   features: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """:meth:`score` of several variants (from :meth:`variant`) on one eval set, every feature and
+        the retrieval computed once. ``features``: already computed ones (:meth:`features`), reused."""
+        feats = dict(features or {})
+        needed = {k for v in variants.values() for k, w in v.weights.items()
+                  if w and (k in v.components or v.uses_new_products)}
+        missing = sorted(needed - set(feats))
+        if missing:
+            feats.update(self.features(eval_set, missing))
+        own, retrieved = own_mask(eval_set), {}
+        out = {}
+        for name, v in variants.items():
+            if v.components is not self.components or v.catalogue is not self.catalogue:
+                raise ValueError(f"variant {name!r} was not made by this recommender's variant(); it must share its models")
+            key = (v.n_retrieve, id(v.retriever))
+            if key not in retrieved:
+                retrieved[key] = v.candidates(eval_set, new_products=False)
+            cand = retrieved[key] | (self.catalogue.on_sale(eval_set) & self.catalogue.is_new[None, :]) \
+                if v.uses_new_products else retrieved[key]
+            names = [k for k, w in v.weights.items() if w and (k in v.components or v.uses_new_products)]
+            out[name] = blend_scores({k: feats[k] for k in names}, {k: v.weights[k] for k in names}, own,
+                                     repeat_log_probability(eval_set, v.half_life), v.own_bonus, v.repeat_weight, cand,
+                                     self.catalogue.is_new[None, :], v.new_bonus if v.uses_new_products else 0.0)
+        return out
+
     def ablations(self, eval_set: EvalSet):
         """The recommender's scores, then with one part taken out at a time, nothing re-tuned.
 
@@ -580,7 +606,9 @@ class Recommender:
         those bought before); ``"without <new scorer>"`` for each weighted new scorer, when another
         remains; ``"without <component>"`` for each weighted ID component, when another remains;
         ``"without the repeat term"`` (no own bonus, no repeat weight); ``"without retrieval"``
-        (every product of the training period is a candidate). Features are computed once.
+        (every product of the training period is a candidate). When a scorer or component is taken
+        out, the others of its kind are scaled up to the same total weight, so that the scale the
+        offsets and bonuses were tuned for stays. Features are computed once.
         """
         names = [k for k, w in self.weights.items() if w and (k in self.components or self.uses_new_products)]
         feats = self.features(eval_set, names)
@@ -596,15 +624,20 @@ class Recommender:
         yield "capstone", blend(weights)
         id_names = [k for k in names if k in self.components]
         new_names = [k for k in names if k in self.new_scorers]
+        def without(name: str, kind: list[str]) -> dict[str, float]:
+            rest = [k for k in kind if k != name]
+            factor = sum(weights[k] for k in kind) / sum(weights[k] for k in rest)
+            return {k: (w * factor if k in rest else w) for k, w in weights.items() if k != name}
+
         if new_names:
             yield "without the text path", blend({k: weights[k] for k in id_names},
                                                  self.candidates(eval_set, new_products=False), bonus=0.0)
             if len(new_names) > 1:
                 for name in new_names:
-                    yield f"without {name}", blend({k: w for k, w in weights.items() if k != name})
+                    yield f"without {name}", blend(without(name, new_names))
         if len(id_names) > 1:
             for name in id_names:
-                yield f"without {name}", blend({k: w for k, w in weights.items() if k != name})
+                yield f"without {name}", blend(without(name, id_names))
         yield "without the repeat term", blend(weights, own_bonus=0.0, repeat_weight=0.0)
         if self.retriever is not None:
             everything = cand.copy()

@@ -43,6 +43,7 @@ class Segment:
     positions: np.ndarray
     exclude_seen: bool
     definition: str
+    whole: EvalSet | None = None   # set when the segment keeps the whole set's targets: values are sliced from it
 
 
 def segments(eval_set: EvalSet, is_new: np.ndarray) -> list[Segment]:
@@ -56,13 +57,13 @@ def segments(eval_set: EvalSet, is_new: np.ndarray) -> list[Segment]:
     old_t = targets_among(eval_set, ~np.asarray(is_new, dtype=bool) & (np.arange(len(is_new)) > 0), name="old products")
     new_t = targets_among(eval_set, is_new, name="new products")
     return [
-        Segment("all items", eval_set, everyone, False, "every customer, the whole basket"),
+        Segment("all items", eval_set, everyone, False, "every customer, the whole basket", whole=eval_set),
         Segment("new to the customer", eval_set, everyone, True,
-                "the basket's products the customer never bought, own products left out of the ranking"),
+                "the basket's products the customer never bought, own products left out of the ranking", whole=eval_set),
         Segment("short history", eval_set.subset(short, name="short history"), np.flatnonzero(short), False,
-                f"customers with at most {median:g} past purchase lines (the median)"),
+                f"customers with at most {median:g} past purchase lines (the median)", whole=eval_set),
         Segment("long history", eval_set.subset(~short, name="long history"), np.flatnonzero(~short), False,
-                f"customers with more than {median:g} past purchase lines"),
+                f"customers with more than {median:g} past purchase lines", whole=eval_set),
         Segment("old products", old_t, old_t.info["positions"], True,
                 "targets on products sold in the training period, new to the customer"),
         Segment("new products", new_t, new_t.info["positions"], True,
@@ -74,13 +75,21 @@ def segment_values(scores: np.ndarray, segs: Sequence[Segment], metric: str = "N
     """Per segment, every customer's ``metric`` (an array over the segment's customers; NaN where the
     view leaves the customer out). ``scores``: (len(whole eval set), n_items + 1)."""
     k = int(metric.split("@")[1]) if "@" in metric else 10
+    scores = np.asarray(scores)
+    sliced: dict[tuple[int, bool], np.ndarray] = {}   # (whole set, view) -> every customer's values
     out = {}
     for seg in segs:
         if len(seg.eval_set) == 0:
             out[seg.name] = np.zeros(0)
-            continue
-        vals = per_user_metrics(np.asarray(scores)[seg.positions], seg.eval_set, ks=(k,), exclude_seen=seg.exclude_seen)
-        out[seg.name] = vals[metric].to_numpy(dtype=np.float64)
+        elif seg.whole is not None:
+            key = (id(seg.whole), seg.exclude_seen)
+            if key not in sliced:
+                sliced[key] = per_user_metrics(scores, seg.whole, ks=(k,), exclude_seen=seg.exclude_seen)[
+                    metric].to_numpy(dtype=np.float64)
+            out[seg.name] = sliced[key][seg.positions]
+        else:
+            vals = per_user_metrics(scores[seg.positions], seg.eval_set, ks=(k,), exclude_seen=seg.exclude_seen)
+            out[seg.name] = vals[metric].to_numpy(dtype=np.float64)
     return out
 
 

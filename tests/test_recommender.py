@@ -252,10 +252,25 @@ def test_ablations_take_out_one_part_at_a_time(world):
                          "without MostPop", "without the repeat term", "without retrieval"]
     assert np.array_equal(got["capstone"], path.score(test))
     assert np.array_equal(got["without the text path"], rec.score(test))       # the same blend, new_bonus -inf
-    no_sales = rc.Recommender(split, lines, rec.components, weights={**rec.weights, "text": 1.0},
+    no_sales = rc.Recommender(split, lines, rec.components, weights={**rec.weights, "text": 1.5},   # same total weight
                               half_life=rec.half_life, own_bonus=rec.own_bonus, repeat_weight=rec.repeat_weight,
                               retriever=rec.retriever, n_retrieve=8, catalogue=cat, new_scorers=rec.new_scorers,
                               new_bonus=2.0)
     assert np.allclose(got["without sales"], no_sales.score(test))
     everything = got["without retrieval"]
     assert np.isfinite(everything[:, 1: split.n_items + 1]).all()
+
+
+def test_score_many_and_variant_agree_with_score(world):
+    lines, split, rec = world
+    test = rec.catalogue.test
+    variants = {"as is": rec, "text path": rec.variant(weights={"text": 1.0}, new_bonus=0.5),
+                "EASE only": rec.variant(weights={"MostPop": 0.0}, own_bonus=0.0)}
+    assert variants["text path"].weights == {**rec.weights, "text": 1.0} and rec.new_bonus == -np.inf
+    got = rec.score_many(test, variants)
+    for name, v in variants.items():
+        assert np.allclose(got[name], v.score(test)), name
+    with pytest.raises(TypeError, match="cannot change"):
+        rec.variant(catalogue=None)
+    with pytest.raises(KeyError, match="unknown components"):
+        rec.variant(weights={"nope": 1.0})
