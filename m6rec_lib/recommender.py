@@ -58,7 +58,7 @@ from .text import serializer as ser
 from .text_retrieval import standardise_over
 
 __all__ = ["Recommender", "zscore_rows", "repeat_log_probability", "own_mask", "blend_scores", "tune_blend",
-           "tune_new_path", "choose_mix", "choose_entry", "BlendResult", "NewPathResult", "check_customer_id", "check_k", "target_recall"]
+           "tune_new_path", "choose_mix", "choose_entry", "path_table", "BlendResult", "NewPathResult", "check_customer_id", "check_k", "target_recall"]
 
 ScoreFn = Callable[[EvalSet], np.ndarray]
 
@@ -301,6 +301,20 @@ def choose_entry(base_scores: np.ndarray, new_features: Mapping[str, np.ndarray]
     scale, bonus = float(pick["scale"]), float(pick["new_bonus"])
     weights = {n: scale * w for n, w in mix.weights.items()}
     return NewPathResult(weights, bonus if scale else -np.inf, mix.path_table, entry_table)
+
+
+def path_table(mixes: Mapping[str, NewPathResult], entries: Mapping[str, NewPathResult]) -> pd.DataFrame:
+    """One row per text-path procedure: the mix :func:`choose_mix` chose and its stage-3 NDCG@10, the
+    entry :func:`choose_entry` chose (scale, offset) and the mean of both lists it reached."""
+    rows = {}
+    for label, mix in mixes.items():
+        entry = entries[label]
+        best = entry.entry_table.iloc[int(entry.entry_table["mean"].to_numpy().argmax())]
+        rows[label] = {"mix": ", ".join(f"{k} x {w:g}" for k, w in mix.weights.items() if w),
+                       "stage 3: new products only": float(mix.path_table.iloc[:, -1].max()),
+                       "stage 4: scale s": float(best["scale"]), "stage 4: offset b": float(best["new_bonus"]),
+                       "stage 4: mean of both lists": float(best["mean"])}
+    return pd.DataFrame(rows).T
 
 
 def tune_new_path(base_scores: np.ndarray, new_features: Mapping[str, np.ndarray], validation: EvalSet,

@@ -222,6 +222,8 @@ def test_tune_new_path_chooses_on_validation_and_agrees_with_the_recommender(wor
     got = evaluate_both(chosen.score(val), val, ks=(10,))["NDCG@10"].mean()
     assert got == pytest.approx(result.entry_table["mean"].max())       # the table's best, reproduced
     assert result.entry_table.iloc[0]["new_bonus"] == -np.inf            # "never" is always a candidate
+    table = rc.path_table({"text + sales": result}, {"text + sales": result})
+    assert table.loc["text + sales", "stage 4: mean of both lists"] == pytest.approx(result.entry_table["mean"].max())
     with pytest.raises(ValueError, match="new-product scorer"):
         rc.tune_new_path(base, {}, val, allowed, cat.is_new)
 
