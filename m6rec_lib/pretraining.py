@@ -960,14 +960,8 @@ def load_or_pretrain(
     if path.is_file() and not rebuild:
         tokenizer = data.tokenizer if data is not None else pretraining_tokenizer(config, lines=lines)
         model = GPT(config.gpt_config())
-        try:
-            _, meta = load_checkpoint(path, model, expected_meta={"key": key, "tokenizer": tokenizer.fingerprint()})
-        except CheckpointError as exc:
-            import warnings
-
-            warnings.warn(f"pretraining again: {exc}")
-        else:
-            model.eval()
+        meta = _load_cached(path, model, key, tokenizer)
+        if meta is not None:
             return Pretrained(model, tokenizer, config, pd.DataFrame(meta["history"]), meta["metrics"],
                               cached=True, path=path, smoke=smoke)
     if data is not None and data.continued is not None:
@@ -977,6 +971,20 @@ def load_or_pretrain(
             "history": history.to_dict(orient="list")}
     save_checkpoint(path, model, meta)
     return Pretrained(model, tokenizer, config, history, metrics, cached=False, path=path, smoke=smoke)
+
+
+def _load_cached(path: Path, model: GPT, key: dict, tokenizer: BehaviourTokenizer) -> dict | None:
+    """Load a cached checkpoint into ``model`` (set to eval mode) and return its metadata, or None
+    (with a warning saying why) when it was written for another configuration or tokenizer."""
+    try:
+        _, meta = load_checkpoint(path, model, expected_meta={"key": key, "tokenizer": tokenizer.fingerprint()})
+    except CheckpointError as exc:
+        import warnings
+
+        warnings.warn(f"pretraining again: {exc}")
+        return None
+    model.eval()
+    return meta
 
 
 def _load_or_continue(
@@ -992,14 +1000,8 @@ def _load_or_continue(
     if path.is_file() and not rebuild:
         tokenizer = data.tokenizer if data is not None else pretraining_tokenizer(config, lines=lines)
         model = GPT(replace(model_config.gpt_config(), layout=continued.layout))
-        try:
-            _, meta = load_checkpoint(path, model, expected_meta={"key": key, "tokenizer": tokenizer.fingerprint()})
-        except CheckpointError as exc:
-            import warnings
-
-            warnings.warn(f"pretraining again: {exc}")
-        else:
-            model.eval()
+        meta = _load_cached(path, model, key, tokenizer)
+        if meta is not None:
             return Pretrained(model, tokenizer, model_config, pd.DataFrame(meta["history"]), meta["metrics"],
                               cached=True, path=path, smoke=smoke, stage="main", continued=continued)
     if lines is None and data is None:
