@@ -20,7 +20,8 @@ Two inputs are accepted:
    and three "Adjust bad debt" lines come only from the file without IDs: they are put back in
    their original position with ``invoice`` and ``stock_code`` missing, because the source has
    no such values for them. The other two fixes of that source: customer 0.0 means "missing", and
-   the description "Missing_Description" means "missing".
+   the description "Missing_Description" means "missing". The three files must have the sha256
+   digests in ``PARQUET_SHA256``; the build stops otherwise (``--ignore-checksums`` overrides).
 
 Both routes take the days both sheets share (2010-12-01 .. 2010-12-09) from the first sheet only.
 The output (``datasets/online_retail_ii.parquet``) is written atomically, and the datasheet's
@@ -134,15 +135,42 @@ def _align_positive_to_raw(positive: pd.DataFrame, raw: pd.DataFrame) -> np.ndar
     return where
 
 
-def from_parquet_dir(raw_dir: Path) -> pd.DataFrame:
-    paths = {k: raw_dir / v for k, v in PARQUET_FILES.items()}
+class ChecksumError(SystemExit):
+    """An input file is not the one this script was written for (its sha256 differs)."""
+
+
+def verify_inputs(paths: dict[str, Path], expected: dict[str, str] | None = None) -> None:
+    """Check that every input exists and has its expected sha256; stop with a clear message if not.
+
+    A different file (a newer conversion, a truncated download, a file edited by hand) would be
+    merged line by line with the others and could silently shift the data, so the build refuses it.
+    """
+    expected = PARQUET_SHA256 if expected is None else expected
     for key, path in paths.items():
         if not path.exists():
             raise SystemExit(f"missing input {path}; expected the files {sorted(PARQUET_FILES.values())}")
+    wrong = []
+    for key, path in paths.items():
         digest = sha256_of(path)
-        if digest != PARQUET_SHA256[key]:
-            print(f"warning: {path.name} has sha256 {digest}, expected {PARQUET_SHA256[key]}",
-                  file=sys.stderr)
+        if digest != expected[key]:
+            wrong.append(f"{path.name} has sha256 {digest}, expected {expected[key]}")
+    if wrong:
+        raise ChecksumError(
+            "the inputs are not the files this build was written for: " + "; ".join(wrong) + ". "
+            "Get the original files again (a truncated copy or another conversion gives other digests), or "
+            "build from the official spreadsheet with --xlsx. If you know the files differ and have checked "
+            "the result by hand, --ignore-checksums builds anyway.")
+
+
+def from_parquet_dir(raw_dir: Path, ignore_checksums: bool = False) -> pd.DataFrame:
+    paths = {k: raw_dir / v for k, v in PARQUET_FILES.items()}
+    if ignore_checksums:
+        for path in paths.values():
+            if not path.exists():
+                raise SystemExit(f"missing input {path}; expected the files {sorted(PARQUET_FILES.values())}")
+        print("warning: --ignore-checksums: the inputs' sha256 are not checked", file=sys.stderr)
+    else:
+        verify_inputs(paths)
 
     first = _normalise(pd.read_parquet(paths["sheet1"]), "uci_ii_sheet_2009_2010")
 
@@ -208,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--parquet-dir", type=Path, help="folder with the three parquet conversions")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--describe", action="store_true", help="print the datasheet counts of --output")
+    parser.add_argument("--ignore-checksums", action="store_true",
+                        help="build from --parquet-dir inputs whose sha256 differ from the expected ones")
     args = parser.parse_args(argv)
 
     if args.describe and not (args.xlsx or args.parquet_dir):
@@ -217,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.xlsx:
         df = from_xlsx(args.xlsx)
     elif args.parquet_dir:
-        df = from_parquet_dir(args.parquet_dir)
+        df = from_parquet_dir(args.parquet_dir, ignore_checksums=args.ignore_checksums)
     else:
         parser.error("give --xlsx or --parquet-dir (or --describe)")
     df = finalise(df)

@@ -81,6 +81,7 @@ __all__ = [
     "load_or_train_task_model",
     "course_tuning",
     "COURSE_LEARNING_RATES",
+    "COURSE_LEARNING_RATE_GRID",
 ]
 
 
@@ -332,6 +333,9 @@ class AdaptedGPT(nn.Module):
         super().__init__()
         if prompt_position not in ("suffix", "infix"):
             raise ValueError(f"prompt_position must be 'suffix' or 'infix', got {prompt_position!r}")
+        if getattr(backbone.config, "layout", "causal") != "causal":
+            raise ValueError(f"AdaptedGPT reads the text causally, but this backbone was trained with the "
+                             f"{backbone.config.layout!r} layout; adapt a causal GPT (load_or_pretrain's default)")
         self.prompt_position = prompt_position
         d = backbone.config.d_model
         self.backbone = backbone
@@ -609,13 +613,32 @@ class TuningConfig:
 #: ``TuningConfig.backbone_lr``)
 COURSE_LEARNING_RATES = {"fine-tuning": 1e-3, "prompt tuning": 3e-2, "option tuning": 3e-2, "option + adapters": 1e-2}
 
+#: the two candidate learning rates notebook 07 tries per method (chosen on validation): the
+#: backbone's rate for fine-tuning (its head keeps ``COURSE_LEARNING_RATES``), the task
+#: parameters' rate for the others
+COURSE_LEARNING_RATE_GRID = {"fine-tuning": (1e-4, 3e-4), "prompt tuning": (1e-2, 3e-2),
+                             "option tuning": (1e-2, 3e-2), "option + adapters": (3e-3, 1e-2)}
 
-def course_tuning(method: str, smoke: bool, seed: int = 0) -> TuningConfig:
+
+def course_tuning(method: str, smoke: bool, seed: int = 0, lr: float | None = None) -> TuningConfig:
     """The training configuration notebook 07 uses for ``method`` (full: 4 rounds of 8 batches of
-    16 customer moments; smoke: 2 rounds of 2 batches of 4)."""
+    16 customer moments; smoke: 2 rounds of 2 batches of 4).
+
+    ``lr``: the learning rate to try (see :data:`COURSE_LEARNING_RATE_GRID`): the backbone's for
+    fine-tuning, the task parameters' otherwise; default :data:`COURSE_LEARNING_RATES` (and a
+    backbone rate of 3e-4).
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return TuningConfig(lr=COURSE_LEARNING_RATES[method], backbone_lr=3e-4, rounds=2 if smoke else 4,
+    if lr is not None and not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    task_lr, backbone_lr = COURSE_LEARNING_RATES[method], 3e-4
+    if lr is not None:
+        if method == "fine-tuning":
+            backbone_lr = float(lr)
+        else:
+            task_lr = float(lr)
+    return TuningConfig(lr=task_lr, backbone_lr=backbone_lr, rounds=2 if smoke else 4,
                         steps_per_round=2 if smoke else 8, groups_per_batch=4 if smoke else 16,
                         patience=4, seed=seed)
 

@@ -11,6 +11,14 @@ Command line::
 
     python -m m6rec_lib.book --notebooks runs/full/notebooks --out runs/full/site
 
+Preparing a notebook for the site (:func:`prepare_notebook`) changes only the build copy, never the
+notebook a learner opens: cells tagged ``solution`` are folded away until the reader clicks them
+(code cells get myst-nb's ``hide-cell`` tag, markdown cells are wrapped in a collapsed dropdown),
+links written for JupyterLab (``../book/appendix/glossary.md``) are rewritten for the site, and
+machine paths are dropped from the metadata. The build also generates the instructor guide
+(:mod:`m6rec_lib.instructor`) from ``book/instructor/``, ``expected/*.json`` and the section
+timings of the executed notebooks.
+
 The site works offline: MathJax is served from the site itself (``book/_ext/offline_mathjax.py``),
 launch/repository buttons and widget JavaScript from CDNs are off, and the build fails when a page
 still references a script, style sheet, font or image on another host.
@@ -31,8 +39,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from m6rec_lib import site_markdown
 from m6rec_lib.atomic import atomic_write_text
 from m6rec_lib.config import BOOK_DIR
+from m6rec_lib.student_copies import SOLUTION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +104,6 @@ def _notebook_title(nb) -> str | None:
     return None
 
 
-_MD_LINK_RE = re.compile(r"(?<!!)\[(?P<text>[^\]]+)\]\((?P<target>[^)\s]+\.ipynb)(?P<anchor>#[^)\s]*)?\)")
-
-
-def _unlink_absent(text: str, present: set[str]) -> str:
-    """Turn markdown links to lesson notebooks that are not in this build into plain text."""
-
-    def repl(m: re.Match) -> str:
-        target = m.group("target")
-        if "://" in target:
-            return m.group(0)
-        name = target.rsplit("/", 1)[-1]
-        if LESSON_RE.match(name) and name not in present:
-            return m.group("text")
-        return m.group(0)
-
-    return _MD_LINK_RE.sub(repl, text)
-
-
 # Output types the HTML site shows. Others (the course's metrics record, ipywidgets views, which
 # would need widget JavaScript from a CDN) are dropped when one of these is there as a fallback.
 RENDERABLE_MIME = frozenset(
@@ -136,21 +128,61 @@ def _static_outputs(outputs: list) -> list:
     return kept
 
 
-def _prepare_notebook(src: Path, dst: Path, present: set[str]) -> str | None:
+# Papermill's record of where the notebook was run from: machine paths, not for publication.
+_MACHINE_METADATA = ("input_path", "output_path", "environment_variables")
+
+
+def fold_markdown_solution(source: str) -> str:
+    """A markdown solution cell, folded: its leading ``#``/``##`` headings stay visible (the
+    "Solutions" section keeps its place in the page's table of contents), the rest goes into a
+    collapsed dropdown. A leading ``###`` (or deeper) heading becomes the dropdown's title."""
+    lines = source.strip("\n").splitlines()
+    head = []
+    while lines and (not lines[0].strip() or re.match(r"^#{1,2}\s", lines[0])):
+        head.append(lines.pop(0))
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        return source
+    title = "Solution"
+    first = re.match(r"^#{3,6}\s+(?P<text>.*?)\s*#*\s*$", lines[0])
+    if first and first.group("text"):
+        title = f"Solution: {first.group('text')}" if "solution" not in first.group("text").lower() else first.group("text")
+        lines.pop(0)
+    folded = site_markdown.fold("\n".join(lines), title, css_class="solution")
+    return "\n".join([*[h for h in head if h.strip()], "", folded]).lstrip("\n")
+
+
+def prepare_notebook(src: Path, dst: Path, present: set[str], *, tree: Path | None = None) -> str | None:
     """Copy an executed notebook for a static site; return its title.
 
     Outputs keep only what a static page can show (a tqdm progress bar keeps its text, the
-    metrics record its one-line summary), and links to lessons absent from this build become text.
+    metrics record its one-line summary); solution cells are folded away; links to lessons absent
+    from this build become text and links written for JupyterLab are rewritten for the site
+    (``tree``: the book source tree the copy goes into).
     """
     import nbformat
 
     nb = nbformat.read(src, as_version=4)
     nb.metadata.pop("widgets", None)
+    for key in _MACHINE_METADATA:
+        (nb.metadata.get("papermill") or {}).pop(key, None)
+    tree = Path(tree) if tree is not None else Path(dst).parent.parent
     for cell in nb.cells:
+        solution = SOLUTION_TAG in cell.get("metadata", {}).get("tags", [])
         if cell.cell_type == "markdown":
-            cell.source = _unlink_absent(cell.source, present)
+            cell.source = site_markdown.site_links(cell.source, repo_dir="notebooks", site_dir="notebooks",
+                                                   tree=tree, lessons=present)
+            if solution:
+                cell.source = fold_markdown_solution(cell.source)
         elif cell.cell_type == "code":
             cell.outputs = _static_outputs(cell.get("outputs", []))
+            if solution:
+                tags = [t for t in cell.metadata.get("tags", []) if t not in ("hide-input", "hide-output")]
+                cell.metadata["tags"] = [*tags, "hide-cell"]
+                cell.metadata["mystnb"] = {**cell.metadata.get("mystnb", {}),
+                                           "code_prompt_show": "Show the solution",
+                                           "code_prompt_hide": "Hide the solution"}
     dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dst)
     return _notebook_title(nb)
@@ -210,7 +242,9 @@ def lesson_table(lessons: list[Lesson]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def _toc(notebooks: list[str]) -> dict:
+def _toc(notebooks: list[str], guide: list[str] | None = None) -> dict:
+    """The table of contents: the lessons, the instructor guide (its index page, then its other
+    pages as sections), the appendix."""
     course = [{"file": "course_map"}] + [{"file": f"notebooks/{Path(n).stem}"} for n in notebooks]
     appendix = [
         {"file": "appendix/bring_your_own_data"},
@@ -218,25 +252,48 @@ def _toc(notebooks: list[str]) -> dict:
         {"file": "appendix/references"},
         {"file": "appendix/how_to_cite"},
     ]
-    return {
-        "format": "jb-book",
-        "root": "intro",
-        "parts": [
-            {"caption": "Lessons", "chapters": course},
-            {"caption": "Appendix", "chapters": appendix},
-        ],
-    }
+    parts = [{"caption": "Lessons", "chapters": course}]
+    if guide:
+        chapter = {"file": guide[0]}
+        if guide[1:]:
+            chapter["sections"] = [{"file": page} for page in guide[1:]]
+        parts.append({"caption": "For instructors", "chapters": [chapter]})
+    parts.append({"caption": "Appendix", "chapters": appendix})
+    return {"format": "jb-book", "root": "intro", "parts": parts}
 
 
-def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOOK_DIR) -> Path:
+def guide_labels(planned: list[Lesson], titles: dict[str, str | None]) -> dict[str, str]:
+    """Short lesson names for the instructor guide (``05 · Next-item generation``).
+
+    Keyed by notebook stem, and for planned lessons matched by number also by number, so that a
+    lesson absent from a build keeps its name. ``titles``: notebook file name -> its own title,
+    which names (up to its first colon) a notebook no planned lesson claims.
+    """
+    labels = {lesson.stem or lesson.number: f"{lesson.number} · {lesson.title}" for lesson in planned}
+    for lesson in course_lessons(planned, sorted(titles), {}):
+        if lesson.notebook is None:
+            continue
+        stem = Path(lesson.notebook).stem
+        if lesson.summary or lesson.title != stem:
+            labels[stem] = f"{lesson.number} · {lesson.title}"
+        else:  # not in lessons.yml: course_lessons named it after its file
+            title = titles.get(lesson.notebook)
+            labels[stem] = (title.split(":", 1)[0].strip() if title else "") or stem
+    return labels
+
+
+def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOOK_DIR,
+                        expected_dir: Path | None = None) -> Path:
     """Assemble a complete Jupyter Book source tree in ``dest`` (which must not exist).
 
     ``book_dir`` sources are copied, the lesson notebooks of ``notebooks_dir`` go to
-    ``dest/notebooks/``, and ``_toc.yml`` plus the course map's lesson table are generated.
+    ``dest/notebooks/`` (prepared by :func:`prepare_notebook`), and ``_toc.yml``, the course map's
+    lesson table and the instructor guide (from ``book_dir/instructor``, the notebooks' section
+    timings and ``expected_dir``, by default ``expected/``) are generated.
     """
     import yaml
 
-    from m6rec_lib import __version__
+    from m6rec_lib import __version__, instructor
 
     dest = Path(dest)
     shutil.copytree(book_dir, dest, ignore=_SOURCE_IGNORE)
@@ -244,7 +301,7 @@ def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOO
     present = {p.name for p in notebooks}
     titles: dict[str, str | None] = {}
     for nb_path in notebooks:
-        titles[nb_path.name] = _prepare_notebook(nb_path, dest / "notebooks" / nb_path.name, present)
+        titles[nb_path.name] = prepare_notebook(nb_path, dest / "notebooks" / nb_path.name, present, tree=dest)
 
     # Course map: planned lessons, linked when present; lessons outside the plan are appended.
     lessons = course_lessons(_load_lessons(dest), [p.name for p in notebooks], titles)
@@ -252,6 +309,12 @@ def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOO
     if course_map.is_file():
         text = course_map.read_text(encoding="utf-8")
         course_map.write_text(text.replace(LESSON_TABLE_MARKER, lesson_table(lessons)), encoding="utf-8")
+
+    # The instructor guide, when the book has one.
+    guide = None
+    if (dest / instructor.GUIDE_DIR).is_dir():
+        labels = guide_labels(_load_lessons(dest), titles)
+        guide = instructor.write_guide(dest, notebooks, labels=labels, expected_dir=expected_dir)
 
     # Values every page may use: {{ course_version }} and {{ copyright_year }}.
     config = yaml.safe_load((dest / "_config.yml").read_text(encoding="utf-8"))
@@ -265,7 +328,7 @@ def prepare_book_source(notebooks_dir: Path, dest: Path, *, book_dir: Path = BOO
             md.write_text(new, encoding="utf-8")
 
     (dest / "_toc.yml").write_text(
-        yaml.safe_dump(_toc([p.name for p in notebooks]), sort_keys=False), encoding="utf-8"
+        yaml.safe_dump(_toc([p.name for p in notebooks], guide), sort_keys=False), encoding="utf-8"
     )
     return dest
 
@@ -357,7 +420,8 @@ def _swap_in(new_site: Path, out_dir: Path, trash: Path) -> None:
     os.replace(new_site, out_dir)
 
 
-def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool = True) -> Path:
+def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool = True,
+               expected_dir: Path | None = None, book_dir: Path = BOOK_DIR) -> Path:
     """Build the HTML course site from executed notebooks; return the path of its ``index.html``.
 
     ``notebooks_dir`` holds executed lesson notebooks (``NN_name.ipynb``); the ones present are
@@ -366,7 +430,8 @@ def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool
     executes a notebook, and with ``strict`` (the default) fails on any Sphinx warning
     (``-W -n --keep-going``) and on any page that loads a resource from the network. The complete
     build log is written next to the site (``<out_dir>-build.log``). The old site is replaced only
-    after the new one is complete.
+    after the new one is complete. ``expected_dir`` holds the expected numbers the instructor guide
+    shows (default: ``expected/``); ``book_dir`` the book's sources (default: ``book/``).
     """
     notebooks_dir = Path(notebooks_dir).resolve()
     out_dir = Path(out_dir).resolve() if out_dir is not None else notebooks_dir.parent / "site"
@@ -377,7 +442,7 @@ def build_book(notebooks_dir: Path, out_dir: Path | None = None, *, strict: bool
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
     try:
-        src = prepare_book_source(notebooks_dir, staging / "src")
+        src = prepare_book_source(notebooks_dir, staging / "src", book_dir=book_dir, expected_dir=expected_dir)
         cmd = [
             sys.executable,
             "-c",
@@ -444,10 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-strict", dest="strict", action="store_false", help="do not turn Sphinx warnings into errors"
     )
+    parser.add_argument("--expected", type=Path, default=None,
+                        help="folder of full.json/smoke.json for the instructor guide (default: expected/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        index = build_book(args.notebooks, args.out, strict=args.strict)
+        index = build_book(args.notebooks, args.out, strict=args.strict, expected_dir=args.expected)
     except (BookBuildError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

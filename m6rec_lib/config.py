@@ -28,30 +28,51 @@ NOTEBOOKS_DIR: Path = REPO_ROOT / "notebooks"
 BOOK_DIR: Path = REPO_ROOT / "book"
 
 SMOKE_ENV = "M6REC_SMOKE"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "f", "no", "n", "off", "none"})
+"""How a yes/no setting may be spelled, compared without case and surrounding spaces ("False",
+"FALSE", " no " are all off)."""
+
+
+def parse_flag(value: str | bool | int | None, name: str = SMOKE_ENV) -> bool:
+    """Read a yes/no setting: ``True``/``False``, ``1``/``0``, or a word of :data:`TRUE_WORDS` /
+    :data:`FALSE_WORDS` in any case ("True", "false", "YES", "off"). ``None`` is off.
+
+    Raises ValueError on anything else, so a typo does not silently pick a mode.
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raw = str(value).strip().lower()
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ValueError(
+        f"{name}={value!r} is not understood; use {name}=1 (or true, yes, on) for smoke mode and "
+        f"{name}=0 (or false, no, off, or leave it unset) for full mode."
+    )
 
 
 def smoke_from_env() -> bool:
-    """Return True when ``$M6REC_SMOKE`` asks for smoke mode.
+    """Return True when ``$M6REC_SMOKE`` asks for smoke mode (any spelling of :func:`parse_flag`).
 
     Raises ValueError on a value that is neither true-ish nor false-ish, so a typo does not
     silently run the (slow) full mode.
     """
-    raw = os.environ.get(SMOKE_ENV, "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ValueError(
-        f"{SMOKE_ENV}={raw!r} is not understood; use {SMOKE_ENV}=1 for smoke mode or "
-        f"{SMOKE_ENV}=0 (or unset it) for full mode."
-    )
+    return parse_flag(os.environ.get(SMOKE_ENV), SMOKE_ENV)
 
 
-def resolve_smoke(smoke: bool | None) -> bool:
-    """A notebook's ``SMOKE`` parameter wins; ``None`` means "ask the environment"."""
-    return smoke_from_env() if smoke is None else bool(smoke)
+def resolve_smoke(smoke: bool | str | None) -> bool:
+    """A notebook's ``SMOKE`` parameter wins; ``None`` means "ask the environment".
+
+    The parameter may arrive as text (``papermill -r SMOKE False``): it is read like the
+    environment variable, so ``"False"`` is off, not a non-empty (true) string.
+    """
+    return smoke_from_env() if smoke is None else parse_flag(smoke, "SMOKE")
 
 
 def choose(smoke: bool, *, full: T, smoke_value: T) -> T:

@@ -8,7 +8,9 @@ Usage::
 
 Executed copies go to ``runs/<mode>/notebooks/``; ``runs/<mode>/summary.md`` and ``summary.json``
 hold, per notebook, the status, wall time, recorded metrics and headline comparisons (each with its
-95% interval; ``summary.json`` also lists them all under ``"headline_comparisons"``); the site goes
+95% interval; ``summary.json`` also lists them all under ``"headline_comparisons"``) and the wall
+time of each ``## `` section (from the cell durations papermill stores in the executed notebook;
+deep dives are marked optional: an instructor may skip them, see :mod:`m6rec_lib.sections`); the site goes
 to ``runs/<mode>/site/``. The site publishes only the notebooks that ran without error in *this*
 run: a failed notebook, or one left over from an earlier run, is never shown as a lesson. The exit
 status is non-zero if any notebook (or the book) failed, and a failure names the cell and the line.
@@ -40,6 +42,7 @@ class NotebookResult:
     metrics: dict = field(default_factory=dict)
     error: str = ""
     comparisons: list = field(default_factory=list)
+    sections: list = field(default_factory=list)  # Section.to_dict() of each "## " section
 
 
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
@@ -111,13 +114,25 @@ def execute_notebook(src: Path, dst: Path, smoke: bool, timeout: int) -> Noteboo
             error = describe_failure(exc)
     seconds = time.perf_counter() - start
     metrics, comparisons = {}, []
+    sections = read_sections(dst)  # a failed notebook keeps the time of the cells that ran
     if not error:
         try:
             metrics = read_metrics(dst)
             comparisons = read_comparisons(dst)
         except Exception as exc:
             error = f"could not read recorded metrics: {exc}"
-    return NotebookResult(src.stem, "failed" if error else "ok", round(seconds, 1), metrics, error, comparisons)
+    return NotebookResult(src.stem, "failed" if error else "ok", round(seconds, 1), metrics, error, comparisons,
+                          sections)
+
+
+def read_sections(executed: Path) -> list[dict]:
+    """The ``## `` sections of an executed notebook with their wall time (empty if unreadable)."""
+    from .sections import notebook_sections
+
+    try:
+        return [s.to_dict() for s in notebook_sections(executed)]
+    except (OSError, ValueError):  # a notebook papermill could not even write: nothing to time
+        return []
 
 
 def summary_markdown(results: list[NotebookResult], mode: str, total: float, extra: dict) -> str:
@@ -137,6 +152,13 @@ def summary_markdown(results: list[NotebookResult], mode: str, total: float, ext
         for name, c in compared:
             lines.append(f"| {name} | {c['name_a']} vs {c['name_b']} | {c['view']} | {c['metric']} | "
                          f"{c['diff']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] | {c['verdict']} |")
+    timed = [(r.notebook, s) for r in results for s in r.sections]
+    if timed:
+        lines += ["", "## Time per section (deep dives are optional in a workshop)", "",
+                  "| notebook | section | seconds | optional |", "|---|---|---|---|"]
+        for name, s in timed:
+            title = s["title"].replace("|", "\\|")
+            lines.append(f"| {name} | {title} | {s['seconds']:.1f} | {'yes' if s['optional'] else ''} |")
     return "\n".join(lines) + "\n"
 
 

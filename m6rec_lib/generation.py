@@ -22,6 +22,12 @@ Metrics, each written out to be read and checked against brute force or known va
   penalty with the closest reference length; optional smoothing (Chen & Cherry 2014, method 1);
 - :func:`rouge_l` (Lin 2004): longest common subsequence F1, best over the references;
 - :func:`distinct_n` (Li et al. 2016): distinct n-grams / all n-grams over all generations.
+
+:func:`text_metrics_table` measures several decoding strategies at once (per customer and over the
+corpus), :func:`corpus_paired_halves` compares a corpus-level metric of two strategies with an
+interval, and :func:`constrained_retrieval_scores` turns constrained beams into a score matrix.
+:func:`basket_matrix` and :func:`co_purchases` count the co-purchase evidence an explanation sketch
+can point to.
 """
 
 from __future__ import annotations
@@ -29,16 +35,24 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .models.gpt import GPT, LayerCache
 
+if TYPE_CHECKING:
+    import scipy.sparse as sp
+
+    from .metrics import PairedDifference
+
 __all__ = [
     "CatalogueTrie", "Hypothesis", "greedy_decode", "sample_decode", "beam_search",
     "ngrams", "modified_precision", "corpus_bleu", "lcs_length", "rouge_l", "distinct_n",
+    "per_customer_text_metrics", "corpus_text_metrics", "text_metrics_table", "corpus_paired_halves",
+    "constrained_retrieval_scores", "basket_matrix", "co_purchases",
 ]
 
 
@@ -66,17 +80,32 @@ class CatalogueTrie:
         self.root = _Node()
         self.end_id = int(end_id)
         self.n_sequences = 0
+        self.n_nodes = 1
         for seq, item in zip(sequences, item_ids):
-            seq = [int(t) for t in seq]
-            if not seq:
-                raise ValueError(f"item {item} has an empty token sequence")
-            if self.end_id in seq:
-                raise ValueError(f"item {item}'s tokens contain the end token {self.end_id}; pick another end_id")
-            node = self.root
-            for t in seq + [self.end_id]:
-                node = node.children.setdefault(t, _Node())
-            node.items.append(int(item))
-            self.n_sequences += 1
+            self.add(seq, item)
+
+    def add(self, sequence: Sequence[int], item: int) -> int:
+        """Insert one more item's token sequence; return how many new nodes that took.
+
+        This is all it takes to make a new product *reachable* by constrained decoding. Whether the
+        model ever *walks* the new path is another matter: that depends on the probability it
+        learned for such text.
+        """
+        seq = [int(t) for t in sequence]
+        if not seq:
+            raise ValueError(f"item {item} has an empty token sequence")
+        if self.end_id in seq:
+            raise ValueError(f"item {item}'s tokens contain the end token {self.end_id}; pick another end_id")
+        node, created = self.root, 0
+        for t in seq + [self.end_id]:
+            if t not in node.children:
+                node.children[t] = _Node()
+                created += 1
+            node = node.children[t]
+        node.items.append(int(item))
+        self.n_sequences += 1
+        self.n_nodes += created
+        return created
 
     def node(self, prefix: Iterable[int]) -> _Node | None:
         """The node reached by ``prefix`` (token IDs), or None if no description starts so."""
@@ -384,3 +413,167 @@ def distinct_n(hypotheses: Sequence[Sequence[str]], n: int) -> float:
         counts.update(ngrams(h, n))
     total = sum(counts.values())
     return len(counts) / total if total else 0.0
+
+
+# =============================================================================================
+# measuring a set of generations, per customer and over the corpus
+# =============================================================================================
+
+def _words(text: str) -> list[str]:
+    return " ".join(str(text).split()).split()
+
+
+def per_customer_text_metrics(
+    texts: Sequence[str],
+    references: Sequence[Sequence[str]],
+    catalogue: set[str] | Mapping[str, Any],
+    histories: Sequence[set[str]] | None = None,
+) -> pd.DataFrame:
+    """One row per customer: how their generated text relates to their basket and the catalogue.
+
+    ``texts``: one generation per customer; ``references``: per customer, the descriptions of the
+    products in their true basket; ``catalogue``: every existing description (whitespace
+    normalised); ``histories``: per customer, the descriptions they bought before. Columns:
+    ``words``, ``ROUGE-L F1`` (best over the basket), ``existing product`` (1 if the text is a
+    catalogue description), ``in the basket`` (1 if it is one of the basket's), ``bought before``.
+    """
+    if len(texts) != len(references):
+        raise ValueError(f"{len(texts)} texts but {len(references)} reference lists")
+    rows = []
+    for r, (text, refs) in enumerate(zip(texts, references)):
+        norm = " ".join(_words(text))
+        ref_words = [_words(x) for x in refs]
+        row = {"words": len(_words(text)),
+               "ROUGE-L F1": rouge_l(_words(text), ref_words)["f1"] if ref_words else 0.0,
+               "existing product": float(norm in catalogue),
+               "in the basket": float(norm in {" ".join(w) for w in ref_words})}
+        if histories is not None:
+            row["bought before"] = float(norm in histories[r])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def corpus_text_metrics(texts: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """BLEU-1/2/4 (BLEU-4 smoothed) against each customer's basket, and distinct-1/2 of the texts."""
+    hyps = [_words(t) for t in texts]
+    refs = [[_words(x) for x in rs] for rs in references]
+    return {"BLEU-1": corpus_bleu(hyps, refs, max_n=1), "BLEU-2": corpus_bleu(hyps, refs, max_n=2),
+            "BLEU-4": corpus_bleu(hyps, refs, max_n=4, smoothing=True),
+            "distinct-1": distinct_n(hyps, 1), "distinct-2": distinct_n(hyps, 2)}
+
+
+def text_metrics_table(generations: Mapping[str, Sequence[str]], references: Sequence[Sequence[str]],
+                       catalogue: set[str] | Mapping[str, Any],
+                       histories: Sequence[set[str]] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One row per decoding strategy: corpus metrics and the means of the per-customer ones.
+
+    Returns ``(table, per_customer)``, ``per_customer[name]`` being
+    :func:`per_customer_text_metrics` of that strategy (for paired intervals over customers).
+    """
+    rows, per_customer = {}, {}
+    for name, texts in generations.items():
+        refs = references[:len(texts)]
+        pc = per_customer_text_metrics(texts, refs, catalogue, None if histories is None else histories[:len(texts)])
+        per_customer[name] = pc
+        corpus = corpus_text_metrics(texts, refs)
+        rows[name] = {**{k: corpus[k] for k in ("BLEU-1", "BLEU-2", "BLEU-4")}, "ROUGE-L F1": pc["ROUGE-L F1"].mean(),
+                      "words (mean)": pc["words"].mean(), "distinct-1": corpus["distinct-1"],
+                      "distinct-2": corpus["distinct-2"], **{c: pc[c].mean() for c in pc.columns[2:]}}
+    return pd.DataFrame(rows).T, per_customer
+
+
+def corpus_paired_halves(metric: Callable[[Sequence[Sequence[str]]], float], a: Sequence[str], b: Sequence[str],
+                         *, names: tuple[str, str], metric_name: str, n_halves: int = 1000,
+                         confidence: float = 0.95, seed: int = 0) -> "PairedDifference":
+    """A corpus-level metric (such as distinct-2) of two sets of generations for the same customers,
+    compared on random halves of the customers.
+
+    ``a``, ``b``: one text per customer, aligned. A bootstrap draws customers *with* replacement,
+    and a customer drawn twice repeats their text, which a diversity metric counts as repetition:
+    the interval would be biased. So each resample is a random half of the customers, drawn
+    *without* replacement (the same half for A and B), and ``metric`` is computed on that half for
+    both. For a mean, the spread of half-sample means equals the spread of the full-sample mean
+    (the finite-population correction), so the interval has the usual width. Returns a
+    :class:`~m6rec_lib.metrics.PairedDifference` (``view="texts"``) whose ``a``, ``b`` and ``diff``
+    are means over the halves, so that a claim is asserted with ``require`` as for per-user metrics.
+    """
+    from .metrics import PairedDifference
+
+    if len(a) != len(b) or len(a) < 4:
+        raise ValueError(f"a and b need one text per customer, the same customers, at least 4 (got {len(a)}, {len(b)})")
+    if n_halves < 10:
+        raise ValueError(f"n_halves must be >= 10, got {n_halves}")
+    wa, wb = [_words(t) for t in a], [_words(t) for t in b]
+    rng = np.random.default_rng(seed)
+    half = len(wa) // 2
+    va, vb = np.empty(n_halves), np.empty(n_halves)
+    for i in range(n_halves):
+        idx = rng.choice(len(wa), size=half, replace=False)
+        va[i] = metric([wa[j] for j in idx])
+        vb[i] = metric([wb[j] for j in idx])
+    diffs = va - vb
+    tail = (1 - confidence) / 2 * 100
+    return PairedDifference(str(names[0]), str(names[1]), metric_name, "texts", float(va.mean()), float(vb.mean()),
+                            float(diffs.mean()), float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail)),
+                            len(wa), confidence, int(n_halves))
+
+
+# =============================================================================================
+# generative retrieval with the catalogue trie: the beam as a score matrix
+# =============================================================================================
+
+def constrained_retrieval_scores(
+    model: GPT,
+    prefixes: Sequence[Sequence[int]],
+    trie: CatalogueTrie,
+    n_items: int,
+    beam_size: int,
+    max_new_tokens: int,
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """Constrained beam search for every prefix, as a score matrix for the evaluator.
+
+    Returns ``(scores, off_catalogue)``: ``scores`` ``(len(prefixes), n_items + 1)`` holds, for each
+    finished beam, ``log P(description + end | prefix)`` at each of its items and ``-inf``
+    elsewhere; ``off_catalogue`` counts beams that did not finish on a catalogue leaf (0 when the
+    trie does its job).
+    """
+    from tqdm.auto import tqdm
+
+    scores = np.full((len(prefixes), n_items + 1), -np.inf)
+    off = 0
+    for r in tqdm(range(len(prefixes)), desc="generative retrieval", disable=not progress):
+        for h in beam_search(model, list(prefixes[r]), beam_size=beam_size, max_new_tokens=max_new_tokens,
+                             trie=trie, n_best=beam_size):
+            if not (h.finished and h.items and trie.items_of(h.tokens) == h.items):
+                off += 1
+                continue
+            scores[r, h.items] = h.logprob
+    return scores, off
+
+
+# =============================================================================================
+# evidence for explanation sketches
+# =============================================================================================
+
+def basket_matrix(invoices: Sequence, items: Sequence[int], n_items: int) -> "sp.csc_matrix":
+    """``(n_invoices, n_items + 1)`` 0/1 matrix: 1 where an invoice holds an item (column-major,
+    so that one item's column is cheap to read)."""
+    import scipy.sparse as sp
+
+    rows = pd.factorize(pd.Series(invoices))[0]
+    cols = np.asarray(items, dtype=np.int64)
+    if len(rows) != len(cols):
+        raise ValueError(f"{len(rows)} invoices but {len(cols)} items; pass the two columns of the same lines")
+    m = sp.csc_matrix((np.ones(len(rows)), (rows, cols)), shape=(int(rows.max()) + 1 if len(rows) else 0, n_items + 1))
+    m.data[:] = 1.0                                              # several lines of one item count once
+    return m
+
+
+def co_purchases(baskets: "sp.csc_matrix", item: int, others: Sequence[int]) -> np.ndarray:
+    """``(len(others),)``: how many invoices of ``baskets`` (:func:`basket_matrix`) hold both
+    ``item`` and each of ``others``."""
+    others = np.asarray(others, dtype=np.int64)
+    if len(others) == 0:
+        return np.zeros(0)
+    return np.asarray((baskets[:, [int(item)]].T @ baskets[:, others]).todense()).ravel()

@@ -759,20 +759,24 @@ class PairedDifference:
                 f"[{self.confidence:.0%} CI {self.low:+.4f}, {self.high:+.4f}], "
                 f"{self.n_users:,} users: {self.verdict}")
 
-    def require(self, outcome: str, enforce: bool = True) -> "PairedDifference":
+    def require(self, outcome: str | Sequence[str], enforce: bool = True) -> "PairedDifference":
         """Assert that the interval supports ``outcome`` ("a", "b" or "none"), when ``enforce``.
 
         This is how a notebook asserts a comparison its text makes: "a" for "A beats B", "none" for
-        "no measurable difference". Pass ``enforce=not SMOKE``: a smoke run has too few users to
-        decide anything, so it only prints. Returns ``self``, so it can end a line that prints it.
+        "no measurable difference". A tuple allows several outcomes, for a text that claims less:
+        ``("none", "b")`` is "A does not beat B". Pass ``enforce=not SMOKE``: a smoke run has too
+        few users to decide anything, so it only prints. Returns ``self``, so it can end a line
+        that prints it.
         """
-        if outcome not in OUTCOMES:
+        allowed = (outcome,) if isinstance(outcome, str) else tuple(outcome)
+        if not allowed or any(o not in OUTCOMES for o in allowed):
             raise ValueError(f"outcome must be one of {OUTCOMES} ('a': A beats B, 'b': B beats A, "
-                             f"'none': no measurable difference), got {outcome!r}")
-        if enforce and self.outcome != outcome:
-            wanted = {"a": f"{self.name_a} beats {self.name_b}", "b": f"{self.name_b} beats {self.name_a}",
-                      "none": "no measurable difference"}[outcome]
-            raise AssertionError(f"the text claims '{wanted}', but this run measured: {self}")
+                             f"'none': no measurable difference), or a tuple of them; got {outcome!r}")
+        if enforce and self.outcome not in allowed:
+            said = {"a": f"{self.name_a} beats {self.name_b}", "b": f"{self.name_b} beats {self.name_a}",
+                    "none": "no measurable difference"}
+            wanted = " or ".join(f"'{said[o]}'" for o in allowed)
+            raise AssertionError(f"the text claims {wanted}, but this run measured: {self}")
         return self
 
     def to_dict(self) -> dict:

@@ -16,10 +16,18 @@ The prefix of a customer is run once and its key/value cache shared by all its c
 
 Reading order: :func:`history_prefixes` (customers -> token prefixes), :class:`TextReranker`
 (candidate tokens, :meth:`~TextReranker.candidate_scores`, :meth:`~TextReranker.rerank`).
+
+A cheap yardstick of a language model as a recommender, with popularity taken out
+(:func:`matched_candidates`, :func:`matched_win_rates`): each product of a basket that is new to
+the customer is put against a few products *of the same popularity* that the customer neither
+bought before nor in the basket; the per-customer **win rate** is the share of those pairs in which
+the model scores the bought product higher (ties count one half). Popularity alone wins half of
+them, like a coin; a model wins more only if it reads the customer's history.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -32,10 +40,12 @@ from m6rec_lib.data import DataError
 from m6rec_lib.text import serializer as ser
 
 if TYPE_CHECKING:
+    from m6rec_lib.data import EvalSet
     from m6rec_lib.models.gpt import GPT
     from m6rec_lib.text.tokenizer import BehaviourTokenizer
 
-__all__ = ["history_prefixes", "first_stage_candidates", "TextReranker"]
+__all__ = ["history_prefixes", "first_stage_candidates", "TextReranker", "MatchedCandidates",
+           "matched_candidates", "matched_win_rates"]
 
 
 def history_prefixes(
@@ -46,13 +56,16 @@ def history_prefixes(
     context_length: int,
     reserve: int,
     descriptions: dict[str, str] | None = None,
-) -> list[list[int]]:
+    counts: bool = False,
+) -> list[list[int]] | tuple[list[list[int]], pd.DataFrame]:
     """Token prefixes ``[<bos>] + history text + " Now buys"``, one per (customer, moment).
 
     ``lines``: cleaned purchase lines with a ``customer_id`` column (more than needed is fine: only
     lines strictly before each moment are written). ``reserve`` tokens are kept free for the
     longest candidate, so ``len(prefix) + reserve <= context_length``; the oldest lines are
-    dropped first (the profile then says how many). Returns n lists of token IDs.
+    dropped first (the profile then says how many). Returns n lists of token IDs; with
+    ``counts=True`` also a frame with ``n_lines`` (purchase lines written) and ``n_not_shown``
+    (lines dropped to fit), one row per prefix.
     """
     if len(customer_ids) != len(moments):
         raise ValueError(f"{len(customer_ids)} customers but {len(moments)} moments; pass one moment per customer")
@@ -61,7 +74,7 @@ def history_prefixes(
     wanted = set(int(c) for c in customer_ids)
     mine = lines[lines["customer_id"].isin(wanted)]
     histories = ser.customer_histories(mine, descriptions)
-    prefixes = []
+    prefixes, rows = [], []
     for cid, moment in zip(customer_ids, moments):
         if int(cid) not in histories:
             raise DataError(f"customer {cid} has no line in `lines`; pass the cleaned lines the split was built from")
@@ -71,6 +84,9 @@ def history_prefixes(
             length=tokenizer.count, reserve=reserve,
         )
         prefixes.append(tokenizer.encode_pieces(history.pieces, bos=True))
+        rows.append((history.n_lines, history.n_not_shown))
+    if counts:
+        return prefixes, pd.DataFrame(rows, columns=["n_lines", "n_not_shown"])
     return prefixes
 
 
@@ -136,6 +152,15 @@ class TextReranker:
                                               batch_size=self.batch_size)      # (n, max_tokens), NaN-padded
         return np.nanmean(logp, axis=1) if normalize else np.nansum(logp, axis=1)
 
+    def score_lists(self, prefixes: Sequence[Sequence[int]], item_lists: Sequence[Sequence[int]],
+                    normalize: bool = True, progress: bool = True) -> list[np.ndarray]:
+        """:meth:`candidate_scores` of ``item_lists[r]`` after ``prefixes[r]``, for every r."""
+        if len(prefixes) != len(item_lists):
+            raise ValueError(f"{len(prefixes)} prefixes but {len(item_lists)} item lists; pass one list per prefix")
+        return [self.candidate_scores(p, items, normalize)
+                for p, items in tqdm(zip(prefixes, item_lists), total=len(prefixes), desc="text scoring",
+                                     disable=not progress, unit="customer")]
+
     def rerank(
         self,
         first_stage: np.ndarray | torch.Tensor,
@@ -169,3 +194,110 @@ class TextReranker:
         for row in tqdm(range(b), desc="text re-ranking", disable=not progress, unit="customer"):
             out[row, candidates[row]] = self.candidate_scores(prefixes[row], candidates[row], normalize)
         return out
+
+
+# --------------------------------------------------------------------------- a popularity-matched yardstick
+
+@dataclass
+class MatchedCandidates:
+    """Popularity-matched candidates for some customers of an eval set (:func:`matched_candidates`).
+
+    ``positions``: (n,) eval-set positions of the customers kept (those with a new, known basket
+    item); ``items[r]``: the candidate item IDs of customer r, positives first; ``pairs[r]``:
+    (m_r, 2) rows ``(index of a positive, index of a negative)`` into ``items[r]``, one per matched
+    pair.
+    """
+
+    positions: np.ndarray
+    items: list[np.ndarray]
+    pairs: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def n_pairs(self) -> int:
+        return int(sum(len(p) for p in self.pairs))
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> "MatchedCandidates":
+        """The customers ``rows`` (indices into this task) only, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return MatchedCandidates(self.positions[rows], [self.items[r] for r in rows], [self.pairs[r] for r in rows])
+
+
+def matched_candidates(
+    eval_set: "EvalSet",
+    popularity: np.ndarray,
+    n_negatives: int = 4,
+    max_positives: int = 2,
+    window: int = 25,
+    seed: int = 0,
+) -> MatchedCandidates:
+    """For each customer: up to ``max_positives`` basket items new to them, each with
+    ``n_negatives`` products of about its popularity.
+
+    ``popularity``: (n_items + 1,) e.g. buyers per item in the training period. A negative of a
+    positive is drawn among the ``2 * window`` products nearest to it in popularity rank, never a
+    product of the basket or of the customer's history. Customers without a new item known to
+    the index are left out. Seeded; the same arguments give the same candidates.
+    """
+    popularity = np.asarray(popularity, dtype=np.float64)
+    if popularity.shape != (eval_set.history.shape[1],):
+        raise ValueError(f"popularity must have shape ({eval_set.history.shape[1]},) = (n_items + 1,), "
+                         f"got {popularity.shape}")
+    if n_negatives < 1 or max_positives < 1 or window < 1:
+        raise ValueError("n_negatives, max_positives and window must be >= 1")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(-popularity[1:], kind="stable") + 1          # item IDs, most popular first
+    rank = np.empty_like(order)
+    rank[order - 1] = np.arange(len(order))                           # rank[i - 1] of item i
+    history = eval_set.history.tocsr()
+    positions, items, pairs = [], [], []
+    for pos in range(len(eval_set)):
+        user = int(eval_set.users[pos])
+        seen = set(history.indices[history.indptr[user]:history.indptr[user + 1]].tolist())
+        basket = set(int(t) for t in eval_set.targets[pos] if t > 0)
+        new = sorted(basket - seen)
+        if not new:
+            continue
+        positives = rng.permutation(new)[:max_positives]
+        cand, rows, taken = [int(i) for i in positives], [], set(basket) | seen
+        for j, item in enumerate(positives):
+            r = int(rank[item - 1])
+            lo, hi = max(0, r - window), min(len(order), r + window + 1)
+            pool = [int(i) for i in order[lo:hi] if int(i) not in taken]
+            if len(pool) < n_negatives:
+                continue
+            for neg in rng.choice(pool, size=n_negatives, replace=False):
+                taken.add(int(neg))
+                rows.append((j, len(cand)))
+                cand.append(int(neg))
+        if rows:
+            positions.append(pos)
+            items.append(np.array(cand, dtype=np.int64))
+            pairs.append(np.array(rows, dtype=np.int64))
+    return MatchedCandidates(np.array(positions, dtype=np.int64), items, pairs)
+
+
+def matched_win_rates(task: MatchedCandidates, scores: Sequence[np.ndarray],
+                      keep: np.ndarray | None = None) -> np.ndarray:
+    """(n,) per customer: the share of matched pairs whose positive scores above its negative
+    (ties one half). ``scores[r]``: scores of ``task.items[r]``.
+
+    ``keep``: an optional (n_items + 1,) bool array; only pairs whose positive *and* negative are
+    kept count, and a customer left without a pair gets NaN (e.g. keep = products sold before some
+    day, to compare models on products they have all read about).
+    """
+    if len(scores) != len(task):
+        raise ValueError(f"{len(scores)} score arrays for {len(task)} customers")
+    out = np.empty(len(task))
+    for r, (s, items, pr) in enumerate(zip(scores, task.items, task.pairs)):
+        s = np.asarray(s, dtype=np.float64)
+        if keep is not None:
+            pr = pr[np.asarray(keep)[items[pr[:, 0]]] & np.asarray(keep)[items[pr[:, 1]]]]
+            if len(pr) == 0:
+                out[r] = np.nan
+                continue
+        a, b = s[pr[:, 0]], s[pr[:, 1]]
+        out[r] = float(np.mean((a > b) + 0.5 * (a == b)))
+    return out

@@ -15,21 +15,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def smoke_course_run(tmp_path_factory) -> Path:
     """Run the main job in smoke mode once per test session: every notebook, then the site.
 
-    Returns the output folder (``notebooks/``, ``site/``, ``summary.json``, ``summary.md``). A copy of
-    the summary is kept in ``test-output/`` for reading after the run.
+    This is the only place the tests execute the lesson notebooks (the ``notebook`` tier reads its
+    results; nbval is not part of the default run). Returns the output folder (``notebooks/``,
+    ``site/``, ``summary.json``, ``summary.md``). A copy of the summary is kept in ``test-output/``
+    for reading after the run. A notebook that fails does not stop the session: its own test in
+    ``tests/test_notebooks.py`` fails and names the cell and line.
     """
     from m6rec_lib.course_runner import run_course
 
     out = tmp_path_factory.mktemp("course") / "smoke"
-    status = run_course(smoke=True, out=out, book=True)
+    run_course(smoke=True, out=out, book=True)
     keep = REPO_ROOT / "test-output"
     keep.mkdir(exist_ok=True)
     for name in ("summary.md", "summary.json"):
         if (out / name).exists():
             shutil.copy(out / name, keep / f"smoke-{name}")
-    summary = json.loads((out / "summary.json").read_text())
-    failed = [nb["notebook"] + ": " + nb["error"] for nb in summary["notebooks"] if nb["status"] != "ok"]
-    assert status == 0 and not failed, f"the smoke run failed: {failed or summary.get('book')}"
+    assert (out / "summary.json").is_file(), "the smoke run of the course wrote no summary.json"
     return out
 
 

@@ -271,3 +271,44 @@ def test_task_models_are_cached_by_key(tmp_path, monkeypatch):
         torch.testing.assert_close(a(batch), b(batch))
     stored = list(tmp_path.glob("toy-task-*.pt"))
     assert len(stored) == 1 and stored[0].stat().st_size < 50_000     # the task, not the backbone
+
+
+def test_parameter_map_diagram_draws_every_method():
+    from matplotlib.figure import Figure
+
+    from m6rec_lib.diagrams.adaptation import parameter_map
+
+    fig = parameter_map({"fine-tuning": 100.0, "option + adapters": 1.02})
+    assert isinstance(fig, Figure)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert all(m in texts for m in ("fine-tuning", "prompt tuning", "option tuning", "option + adapters", "1.02%"))
+    with pytest.raises(ValueError, match="unknown methods"):
+        parameter_map({"lora": 1.0})
+
+
+def test_course_tuning_tries_the_grid_rate_where_it_matters():
+    for method, rates in ad.COURSE_LEARNING_RATE_GRID.items():
+        assert len(rates) == 2 and method in ad.METHODS
+    ft = ad.course_tuning("fine-tuning", smoke=False, lr=1e-4)
+    assert ft.backbone_lr == 1e-4 and ft.lr == ad.COURSE_LEARNING_RATES["fine-tuning"]   # the head keeps its rate
+    pt = ad.course_tuning("prompt tuning", smoke=True, lr=1e-2)
+    assert pt.lr == 1e-2 and pt.backbone_lr == 3e-4 and pt.rounds == 2
+    assert ad.course_tuning("option tuning", smoke=False).lr == ad.COURSE_LEARNING_RATES["option tuning"]
+    with pytest.raises(ValueError, match="lr"):
+        ad.course_tuning("option tuning", smoke=False, lr=0.0)
+
+
+def test_convergence_plot_reads_training_histories():
+    from m6rec_lib.diagrams.adaptation import convergence
+
+    h = pd.DataFrame({"pairs": [0, 100, 200], "val_auc": [0.5, 0.55, 0.53], "train_loss": [np.nan, 0.69, 0.66]})
+    fig = convergence({"option tuning": h, "prompt tuning": h})
+    assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 2   # one line per method (and 0.5 on the left)
+    with pytest.raises(ValueError, match="val_auc"):
+        convergence({"x": h.drop(columns="val_auc")})
+
+
+def test_a_prefix_lm_backbone_is_refused():
+    gpt = GPT(GPTConfig(vocab_size=50, context_length=64, n_layer=1, n_head=2, d_model=16, layout="prefix"))
+    with pytest.raises(ValueError, match="causal"):
+        ad.build_adapted(gpt, "option tuning")

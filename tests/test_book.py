@@ -4,9 +4,14 @@ The build is tested on a few tiny notebooks made and executed here (an equation,
 table, a progress-bar widget, links), not on the real course, so it takes seconds. When a smoke
 run of the course exists (``runs/smoke/notebooks``), the site is also built from it and browsed.
 
+The tiny course also has exercises with solutions (tagged ``solution``), links written for
+JupyterLab (``../book/appendix/glossary.md``), and, in its own copy of ``book/``, instructor notes;
+the expected numbers come from ``tests/fixtures/instructor/expected``.
+
 The browser test opens every page in headless Chromium, served from 127.0.0.1 with every other
 host unresolvable, and checks that equations are rendered, images load, internal links resolve,
-search works, nothing is fetched from another host and the console shows no error. It needs
+search works, nothing is fetched from another host and the console shows no error; and that a
+solution (or an instructor's answer) is hidden until its toggle is clicked, and shown after. It needs
 Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package; without them it is
 skipped, except under CI (``CI=true``), where it fails.
 """
@@ -27,9 +32,10 @@ import nbformat
 import pytest
 
 from m6rec_lib import book
-from m6rec_lib.config import REPO_ROOT
+from m6rec_lib.config import BOOK_DIR, REPO_ROOT
 
 SCREENSHOTS = REPO_ROOT / "test-output" / "screenshots"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "instructor"
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -56,8 +62,15 @@ $$
 As in Jupyter, display maths may also sit in a sentence: $$\log \sum_j e^{s_j} \ge \max_j s_j$$.
 
 The next lessons: [the never-executed one](04_never_executed.ipynb) and
-[one that is not in this build](05_next_item_generation.ipynb); the [glossary](../appendix/glossary.md).
+[one that is not in this build](05_next_item_generation.ipynb); the [glossary](../book/appendix/glossary.md)
+as linked from JupyterLab, [a term in it](../book/appendix/glossary.md#no-such-term-anchor), the
+[glossary page](../appendix/glossary.md) as linked in the site, and
+[the contributing guide](../CONTRIBUTING.md), which the site does not publish.
 """
+
+SOLUTION_PROSE = "SOLUTION-PROSE-MARKER: the probabilities of a softmax sum to one."
+SOLUTION_OUTPUT = "SOLUTION-CODE-OUTPUT"
+
 
 PLOT_CODE = """\
 import matplotlib
@@ -89,6 +102,10 @@ def _write_tiny_course(folder: Path) -> Path:
     from nbclient import NotebookClient
 
     v4 = nbformat.v4
+    markdown_solution = v4.new_markdown_cell(f"### Exercise 1\n\n{SOLUTION_PROSE}\n\n```python\n# not a heading\n```")
+    markdown_solution.metadata["tags"] = ["solution"]
+    code_solution = v4.new_code_cell("print('SOLUTION-CODE-' + 'OUTPUT')")
+    code_solution.metadata["tags"] = ["solution", "hide-input"]
     lesson = _new_notebook(
         [
             v4.new_markdown_cell(MATH_MARKDOWN),
@@ -96,6 +113,10 @@ def _write_tiny_course(folder: Path) -> Path:
             v4.new_code_cell(PLOT_CODE),
             v4.new_markdown_cell("## 2. A table"),
             v4.new_code_cell(TABLE_CODE),
+            v4.new_markdown_cell("## Exercises\n\n1. Check that the probabilities sum to one."),
+            v4.new_markdown_cell("## Solutions"),
+            markdown_solution,
+            code_solution,
         ]
     )
     NotebookClient(lesson, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
@@ -116,8 +137,7 @@ def _write_tiny_course(folder: Path) -> Path:
             data={"application/vnd.m6rec.metrics+json": {"metrics": {"x": 1}}, "text/plain": "[recorded 1 metric, smoke run]"},
         ),
     ]
-    lesson.cells.append(v4.new_markdown_cell("## 3. Progress"))
-    lesson.cells.append(progress)
+    lesson.cells[5:5] = [v4.new_markdown_cell("## 3. Progress"), progress]
     lesson.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2, "version_minor": 0}}
     nbformat.write(lesson, folder / "02_tiny_softmax.ipynb")
 
@@ -138,10 +158,21 @@ def tiny_notebooks(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_site(tiny_notebooks, tmp_path_factory) -> Path:
+def tiny_book(tmp_path_factory) -> Path:
+    """A copy of book/ with instructor notes for the tiny lesson."""
+    folder = tmp_path_factory.mktemp("book-sources") / "book"
+    shutil.copytree(BOOK_DIR, folder, ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    notes = folder / "instructor" / "notes"
+    notes.mkdir(parents=True, exist_ok=True)
+    shutil.copy(FIXTURES / "notes" / "02_tiny_softmax.md", notes / "02_tiny_softmax.md")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_site(tiny_notebooks, tiny_book, tmp_path_factory) -> Path:
     """The site built from the tiny notebooks; returns the site folder."""
     out = tmp_path_factory.mktemp("tiny") / "site"
-    index = book.build_book(tiny_notebooks, out)
+    index = book.build_book(tiny_notebooks, out, book_dir=tiny_book, expected_dir=FIXTURES / "expected")
     assert index == out / "index.html"
     return out
 
@@ -164,8 +195,9 @@ def test_site_has_the_notebooks_present_and_only_those(tiny_site: Path):
     assert pages == ["02_tiny_softmax.html", "04_never_executed.html"]
     for page in ["intro.html", "course_map.html", "search.html"] + [
         f"appendix/{n}.html" for n in ("bring_your_own_data", "glossary", "references", "how_to_cite")
-    ]:
+    ] + [f"instructor/{n}.html" for n in ("index", "tracks", "02_tiny_softmax", "04_never_executed")]:
         assert (tiny_site / page).is_file(), page
+    assert not (tiny_site / "instructor" / "notes").exists()  # the notes' sources are not pages
     assert (tiny_site / book.SITE_MARKER).is_file()
     assert not list(tiny_site.rglob("scratch*"))
 
@@ -235,11 +267,60 @@ def test_find_external_resources_spots_cdn_scripts_styles_and_fonts(tmp_path: Pa
     assert found == ["//fonts.example.org/f.css", "https://cdn.example.org/x.js", "https://fonts.example.org/f.woff2"]
 
 
-def test_unlink_absent_keeps_present_and_external_links():
+def test_links_to_absent_lessons_become_text_and_others_are_kept(tmp_path: Path):
+    from m6rec_lib.site_markdown import site_links
+
     text = "[a](05_x.ipynb) [b](02_y.ipynb#sec) [c](https://h.org/05_x.ipynb) [d](../notebooks/06_z.ipynb) ![img](07_w.ipynb)"
-    assert book._unlink_absent(text, {"02_y.ipynb"}) == (
+    assert site_links(text, repo_dir="notebooks", site_dir="notebooks", tree=tmp_path, lessons={"02_y.ipynb"}) == (
         "a [b](02_y.ipynb#sec) [c](https://h.org/05_x.ipynb) d ![img](07_w.ipynb)"
     )
+
+
+def test_glossary_links_written_for_jupyterlab_work_in_the_site(tiny_site: Path):
+    html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
+    assert "../book/" not in html
+    article = html[html.index("<article"):html.index("</article>")]
+    assert article.count('href="../appendix/glossary.html"') == 3  # the missing anchor was dropped
+    assert "the contributing guide" in html and "CONTRIBUTING" not in html  # not published: plain text
+
+
+def test_solutions_are_folded_in_the_site(tiny_site: Path, tiny_notebooks: Path):
+    html = (tiny_site / "notebooks" / "02_tiny_softmax.html").read_text(encoding="utf-8")
+    # The markdown solution sits in a closed dropdown named after its exercise ...
+    folded = re.search(r'<details class="[^"]*\bsolution\b[^"]*"(?P<attrs>[^>]*)>(?P<body>.*?)</details>', html, re.S)
+    assert folded and "open" not in folded.group("attrs"), "the markdown solution is not folded"
+    assert "SOLUTION-PROSE-MARKER" in folded.group("body") and "Solution: Exercise 1" in folded.group("body")
+    # ... the code solution (source and output) in myst-nb's closed hide-cell toggle ...
+    cell = re.search(r'<div class="cell tag_solution[^"]*"[^>]*>\s*<details class="admonition hide above-input"(?P<attrs>[^>]*)>'
+                     r'(?P<body>.*?)</details>', html, re.S)
+    assert cell and "open" not in cell.group("attrs"), "the code solution is not folded"
+    assert "Show the solution" in cell.group("body") and SOLUTION_OUTPUT in cell.group("body")
+    # ... and the "Solutions" heading stays in the page's contents.
+    assert 'id="solutions"' in html
+    # The notebook a learner opens is not changed.
+    source = nbformat.read(tiny_notebooks / "02_tiny_softmax.ipynb", as_version=4)
+    assert [c.metadata.get("tags") for c in source.cells if "solution" in c.metadata.get("tags", [])] == [
+        ["solution"], ["solution", "hide-input"]]
+    assert all(SOLUTION_PROSE in c.source for c in source.cells if c.cell_type == "markdown" and "solution" in c.metadata.get("tags", []))
+
+
+def test_fold_markdown_solution_keeps_headings_out_of_the_fold():
+    folded = book.fold_markdown_solution("## Solutions\n\n#### Exercise 2\n\nText\n\n### A sub-heading\n\n````md\n```\n````")
+    assert folded.startswith("## Solutions\n")
+    assert "`````{dropdown} Solution: Exercise 2\n:class-container: solution" in folded
+    assert "**A sub-heading**" in folded and "### A sub-heading" not in folded
+    assert book.fold_markdown_solution("## Solutions\n") == "## Solutions\n"  # a heading alone stays
+
+
+def test_published_copies_carry_no_machine_paths(tmp_path: Path, tiny_notebooks: Path):
+    nb = nbformat.read(tiny_notebooks / "02_tiny_softmax.ipynb", as_version=4)
+    nb.metadata["papermill"] = {"input_path": "/home/someone/course/notebooks/x.ipynb", "output_path": "/tmp/y.ipynb",
+                                "parameters": {"SMOKE": True}}
+    src = tmp_path / "02_tiny_softmax.ipynb"
+    nbformat.write(nb, src)
+    book.prepare_notebook(src, tmp_path / "tree" / "notebooks" / src.name, {src.name})
+    copy = nbformat.read(tmp_path / "tree" / "notebooks" / src.name, as_version=4)
+    assert copy.metadata["papermill"] == {"parameters": {"SMOKE": True}}
 
 
 def test_strict_build_fails_on_a_warning_and_keeps_the_previous_site(tiny_notebooks: Path, tmp_path: Path):
@@ -281,6 +362,84 @@ def test_site_builds_from_the_smoke_run(smoke_course_run: Path, smoke_site: Path
     assert len(expected) == len(list((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
     assert {p.stem for p in (smoke_site / "notebooks").glob("*.html")} == expected
     assert book.find_external_resources(smoke_site) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The instructor guide
+# --------------------------------------------------------------------------------------------
+
+
+def _text(html: str) -> str:
+    """A page's text without its tags, scripts and styles (enough to look for words)."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        parts: list[str] = []
+        skip = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.skip += tag in ("script", "style")
+
+        def handle_endtag(self, tag):
+            self.skip -= tag in ("script", "style")
+
+        def handle_data(self, data):
+            if not self.skip:
+                self.parts.append(data)
+
+    parser = Text()
+    parser.parts = []
+    parser.feed(html)
+    return " ".join(" ".join(parser.parts).split())
+
+
+def test_instructor_pages_list_notes_numbers_and_times(tiny_site: Path):
+    html = (tiny_site / "instructor" / "02_tiny_softmax.html").read_text(encoding="utf-8")
+    text = _text(html)
+    assert "TALKING-POINT-MARKER" in text and "COMMON-ERROR-MARKER" in text
+    assert 'href="../notebooks/02_tiny_softmax.html"' in html and 'href="../appendix/glossary.html"' in html
+    # Times per section, measured from the executed notebook's cells.
+    for section in ("1. A plot", "2. A table", "3. Progress", "Solutions"):
+        assert section in text, section
+    assert "Running every cell took" in text
+    # Expected numbers: the full run's from the fixture, and a plain statement for the absent smoke file.
+    assert "SASRec beats EASE" in text and "test_all_EASE_NDCG@10" in text and "[0.0568, 0.0666]" in text
+    assert "expected/smoke.json does not exist yet" in text
+    # Questions are shown, answers are folded.
+    assert "Why subtract the largest score before exponentiating?" in text
+    answers = re.findall(r'<details class="[^"]*\binstructor-answer\b[^"]*"([^>]*)>(.*?)</details>', html, re.S)
+    assert len(answers) == 2 and not any("open" in attrs for attrs, _ in answers)
+    assert "ANSWER-ONE-MARKER" in answers[0][1] and "ANSWER-TWO-MARKER" in answers[1][1]
+    assert "## not a heading" in _text(answers[1][1])  # code inside an answer stays code
+
+
+def test_instructor_pages_say_what_is_missing(tiny_site: Path):
+    text = _text((tiny_site / "instructor" / "04_never_executed.html").read_text(encoding="utf-8"))
+    assert "no cell timings" in text and "There are no notes for this lesson yet" in text
+    assert "expected/full.json has no entry for this notebook" in text
+    index = _text((tiny_site / "instructor" / "index.html").read_text(encoding="utf-8"))
+    assert "02 · A tiny softmax lesson" in index or "02 · Softmax from first principles" in index
+
+
+def test_tracks_page_shows_both_tracks_with_lessons_absent_from_this_build(tiny_site: Path):
+    text = _text((tiny_site / "instructor" / "tracks.html").read_text(encoding="utf-8"))
+    assert "90-minute workshop" in text and "One-day workshop" in text
+    assert "(not in this build)" in text  # the real course's lessons are not in the tiny build
+    assert "does not match the notebooks" not in text
+
+
+def test_site_builds_from_the_smoke_run_with_folded_solutions_and_a_guide(smoke_course_run: Path, smoke_site: Path):
+    for executed in book.find_notebooks(smoke_course_run / "notebooks"):
+        nb = nbformat.read(executed, as_version=4)
+        tagged = [c for c in nb.cells if "solution" in c.metadata.get("tags", [])]
+        html = (smoke_site / "notebooks" / f"{executed.stem}.html").read_text(encoding="utf-8")
+        code = sum(1 for c in tagged if c.cell_type == "code")
+        assert len(re.findall(r'<div class="cell [^"]*\btag_solution\b[^"]*\btag_hide-cell\b', html)) == code, executed.stem
+        if any(c.cell_type == "markdown" and book.fold_markdown_solution(c.source) != c.source for c in tagged):
+            assert re.search(r'<details class="[^"]*\bsolution\b', html), executed.stem
+        page = (smoke_site / "instructor" / f"{executed.stem}.html").read_text(encoding="utf-8")
+        assert "Running every cell took" in _text(page), executed.stem  # the run's own timings
+    assert (smoke_site / "instructor" / "tracks.html").is_file()
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,11 +575,11 @@ def _site_pages(site: Path) -> list[str]:
 
 
 def _open(driver, url: str) -> None:
-    """Load a page; ``index.html`` is Jupyter Book's redirect to the intro page, so follow it."""
+    """Load a page; the site's ``index.html`` redirects to the intro page, so follow it."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    if url.endswith("/index.html"):
+    if driver.execute_script("return document.querySelector('meta[http-equiv=refresh]') !== null"):
         WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/intro.html"))
 
 
@@ -509,6 +668,53 @@ def test_browser_every_page_of_the_tiny_site(browser, tiny_site: Path):
     assert report["mathElements"] >= 4 and not report["unrendered"]
     assert any(i["width"] > 100 for i in report["images"]), report["images"]
     assert "REGENCY CAKESTAND 3 TIER" in browser.find_element("css selector", "table").text
+
+
+_VISIBLE_JS = r"""
+const marker = arguments[0];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const el = walker.currentNode.parentElement;
+  if (walker.currentNode.nodeValue.includes(marker) && el) {
+    return el.checkVisibility() && el.getBoundingClientRect().height > 0;
+  }
+}
+return null;
+"""
+
+
+def _toggle_of(driver, marker: str):
+    """The clickable summary of the folded block that holds ``marker``."""
+    return driver.execute_script(
+        """const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+        while (walker.nextNode()) {
+          if (walker.currentNode.nodeValue.includes(arguments[0])) {
+            return walker.currentNode.parentElement.closest('details').querySelector('summary');
+          }
+        }
+        return null;""", marker)
+
+
+def _check_hidden_until_clicked(driver, marker: str) -> None:
+    assert driver.execute_script(_VISIBLE_JS, marker) is False, f"{marker} is visible before its toggle is clicked"
+    toggle = _toggle_of(driver, marker)
+    assert toggle is not None, f"{marker} is not in a folded block"
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", toggle)
+    toggle.click()
+    assert driver.execute_script(_VISIBLE_JS, marker) is True, f"{marker} is not visible after a click"
+
+
+def test_browser_solutions_and_answers_are_hidden_until_clicked(browser, tiny_site: Path):
+    with _serve(tiny_site) as base:
+        browser.get(base + "notebooks/02_tiny_softmax.html")
+        _check_hidden_until_clicked(browser, "SOLUTION-PROSE-MARKER")
+        _check_hidden_until_clicked(browser, SOLUTION_OUTPUT)
+        browser.save_screenshot(str(SCREENSHOTS / "tiny-solutions-open.png"))
+        browser.get(base + "instructor/02_tiny_softmax.html")
+        assert browser.execute_script(_VISIBLE_JS, "TALKING-POINT-MARKER") is True
+        _check_hidden_until_clicked(browser, "ANSWER-ONE-MARKER")
+        assert browser.execute_script(_VISIBLE_JS, "ANSWER-TWO-MARKER") is False  # one answer at a time
+        assert _console_errors(browser) == []
 
 
 def test_browser_opens_the_site_from_a_file(browser, tiny_site: Path):

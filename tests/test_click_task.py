@@ -175,3 +175,4 @@ def test_history_token_ids_never_read_the_future(world):
         ct.history_token_ids(lines, [customer], [], tok, 200)
     cfg = ct.course_task_config(smoke=True, context_length=128, n_prompt=8)
     assert cfg.max_history_tokens + cfg.max_candidate_tokens + 8 == 128
+    assert cfg.negatives == "popularity"      # uniform negatives turn the task into a popularity test

@@ -13,19 +13,42 @@ from m6rec_lib import atomic, config
 from m6rec_lib.seeding import seed_everything
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("0", False),
-                                             ("", False), ("off", False)])
-def test_smoke_from_env(monkeypatch, value, expected):
+SPELLINGS_ON = ["1", "true", "True", "TRUE", "tRuE", " true ", "t", "T", "yes", "Yes", "YES", "y", "Y", "on", "On",
+                "ON"]
+SPELLINGS_OFF = ["", "  ", "0", "false", "False", "FALSE", "fAlSe", " false\n", "f", "F", "no", "No", "NO", "n",
+                 "N", "off", "Off", "OFF", "none", "None"]
+
+
+@pytest.mark.parametrize("value, expected", [(v, True) for v in SPELLINGS_ON] + [(v, False) for v in SPELLINGS_OFF])
+def test_smoke_from_env_reads_every_spelling_of_true_and_false(monkeypatch, value, expected):
     monkeypatch.setenv(config.SMOKE_ENV, value)
     assert config.smoke_from_env() is expected
     assert config.resolve_smoke(None) is expected
     assert config.resolve_smoke(not expected) is (not expected)  # a notebook parameter wins
 
 
-def test_smoke_typo_is_an_error(monkeypatch):
-    monkeypatch.setenv(config.SMOKE_ENV, "smoke")
-    with pytest.raises(ValueError, match="M6REC_SMOKE=1"):
+def test_smoke_unset_means_full_mode(monkeypatch):
+    monkeypatch.delenv(config.SMOKE_ENV, raising=False)
+    assert config.smoke_from_env() is False
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), (1, True), (0, False),
+                                             ("False", False), ("false", False), ("0", False), ("True", True),
+                                             ("1", True), ("yes", True)])
+def test_a_notebook_parameter_given_as_text_is_read_like_the_environment(monkeypatch, value, expected):
+    """``papermill -r SMOKE False`` passes the text "False": it must mean off, not a non-empty string."""
+    monkeypatch.setenv(config.SMOKE_ENV, "1" if not expected else "0")   # the parameter must win
+    assert config.resolve_smoke(value) is expected
+
+
+@pytest.mark.parametrize("value", ["smoke", "2", "-1", "ture", "nope", "full"])
+def test_smoke_typo_is_an_error(monkeypatch, value):
+    monkeypatch.setenv(config.SMOKE_ENV, value)
+    with pytest.raises(ValueError, match="M6REC_SMOKE=1") as info:
         config.smoke_from_env()
+    assert repr(value) in str(info.value) and "M6REC_SMOKE=0" in str(info.value)
+    with pytest.raises(ValueError, match="SMOKE"):
+        config.resolve_smoke(value)
 
 
 def test_choose():

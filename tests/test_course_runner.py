@@ -29,7 +29,12 @@ def test_smoke_run_executes_every_notebook_and_records_metrics(smoke_course_run:
         assert nb["metrics"], f"{nb['notebook']} recorded no metrics"
         executed = smoke_course_run / "notebooks" / f"{nb['notebook']}.ipynb"
         assert read_metrics(executed) == nb["metrics"]
+        sections = nb["sections"]
+        assert sections and all(s["seconds"] >= 0 for s in sections), nb["notebook"]
+        assert sum(s["seconds"] for s in sections) <= nb["seconds"] + 1, nb["notebook"]
+        assert any(s["kind"] == "numbered" for s in sections), f"{nb['notebook']} has no '## 1. ...' section"
     assert "| notebook | status | seconds | metrics |" in (smoke_course_run / "summary.md").read_text()
+    assert "## Time per section" in (smoke_course_run / "summary.md").read_text()
     assert (smoke_course_run / "site" / "index.html").is_file()
 
 
@@ -47,8 +52,9 @@ def test_failing_notebook_gives_non_zero_exit(tmp_path, monkeypatch):
     nb.cells = [params, nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
     nbformat.write(nb, nb_dir / "00_broken.ipynb")
     good = nbformat.v4.new_notebook(metadata=nb.metadata)
-    good.cells = [params, nbformat.v4.new_code_cell(
-        "from m6rec_lib.recording import record_metrics\nrecord_metrics({'x': 1})")]
+    good.cells = [params, nbformat.v4.new_markdown_cell("## 1. Wait"), nbformat.v4.new_code_cell("import time; time.sleep(0.3)"),
+                  nbformat.v4.new_markdown_cell("## Deep dive (optional): more"), nbformat.v4.new_code_cell("x = 1"),
+                  nbformat.v4.new_code_cell("from m6rec_lib.recording import record_metrics\nrecord_metrics({'x': 1})")]
     nbformat.write(good, nb_dir / "01_fine.ipynb")
     failing_assert = nbformat.v4.new_notebook(metadata=nb.metadata)
     failing_assert.cells = [params, nbformat.v4.new_code_cell("ndcg = 0.1\nassert ndcg > 0.2, 'too low'")]
@@ -76,6 +82,14 @@ def test_failing_notebook_gives_non_zero_exit(tmp_path, monkeypatch):
     assert (out / "notebooks" / "00_broken.ipynb").exists()  # kept, to read the error in it
     # only this run's successful notebook is published: not the failed ones, not the left-over one
     assert built["published"] == ["01_fine.ipynb"] and summary["published notebooks"] == 1
+    # every notebook's "## " sections with their wall time, deep dives marked optional
+    sections = by_name["01_fine"]["sections"]
+    assert [(s["title"], s["optional"]) for s in sections] == [
+        ("Set-up (title, parameters, imports)", False), ("1. Wait", False), ("Deep dive (optional): more", True)]
+    assert sections[1]["seconds"] >= 0.3 and sum(s["seconds"] for s in sections) <= by_name["01_fine"]["seconds"]
+    assert by_name["00_broken"]["sections"][0]["title"].startswith("Set-up")  # the cells that ran, timed
+    md = (out / "summary.md").read_text()
+    assert "| 01_fine | 1. Wait |" in md and "| 01_fine | Deep dive (optional): more |" in md
 
 
 def test_timeout_must_be_positive():

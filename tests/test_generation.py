@@ -173,3 +173,82 @@ def test_distinct_n():
     assert gen.distinct_n(hyps, 1) == pytest.approx(4 / 6)
     assert gen.distinct_n(hyps, 2) == pytest.approx(3 / 4)
     assert gen.distinct_n([["a"]], 2) == 0.0
+
+
+# ------------------------------------------------------------------------------- the trie grows
+
+def test_adding_a_product_to_the_trie_counts_its_new_nodes():
+    trie = gen.CatalogueTrie(list(CATALOGUE.values()), list(CATALOGUE), END)
+    assert trie.n_nodes == 1 + 17                 # root + every distinct prefix (end tokens included)
+    assert trie.add([5, 6, 9], 18) == 2            # shares [5, 6]; new: 9 and its end token
+    assert trie.add([5, 8], 19) == 0               # an existing text: only a new item on its leaf
+    assert trie.items_of([5, 8]) == [12, 16, 19] and trie.items_of([5, 6, 9]) == [18]
+    assert len(trie) == 9
+
+
+def test_constrained_retrieval_scores_hold_the_beam_items_at_their_log_probabilities():
+    model = tiny_gpt()
+    trie = gen.CatalogueTrie(list(CATALOGUE.values()), list(CATALOGUE), END)
+    scores, off = gen.constrained_retrieval_scores(model, [PREFIX, [1, 2]], trie, n_items=20, beam_size=3,
+                                                   max_new_tokens=6, progress=False)
+    assert scores.shape == (2, 21) and off == 0
+    exact = brute_force(model)
+    finite = np.isfinite(scores[0])
+    assert 3 <= finite.sum() <= 4                  # 3 beams; a shared text names two items
+    for item in np.flatnonzero(finite):
+        assert scores[0, item] == pytest.approx(exact[item], abs=1e-4)
+    best = sorted(exact.values(), reverse=True)
+    assert scores[0, finite].max() == pytest.approx(best[0], abs=1e-4)
+
+
+# ------------------------------------------------------------------------------- text metrics
+
+def test_per_customer_text_metrics_and_the_table():
+    texts = ["JUMBO BAG RED", "MADE UP THING", "  JUMBO   BAG RED "]
+    refs = [["JUMBO BAG RED", "LUNCH BAG"], ["LUNCH BAG"], ["LUNCH BAG"]]
+    catalogue = {"JUMBO BAG RED", "LUNCH BAG"}
+    pc = gen.per_customer_text_metrics(texts, refs, catalogue, histories=[set(), set(), {"JUMBO BAG RED"}])
+    assert pc["existing product"].tolist() == [1.0, 0.0, 1.0]
+    assert pc["in the basket"].tolist() == [1.0, 0.0, 0.0]
+    assert pc["bought before"].tolist() == [0.0, 0.0, 1.0]
+    assert pc["words"].tolist() == [3, 3, 3]
+    assert pc["ROUGE-L F1"].iloc[0] == 1.0 and pc["ROUGE-L F1"].iloc[1] == 0.0
+    assert pc["ROUGE-L F1"].iloc[2] == pytest.approx(gen.rouge_l("JUMBO BAG RED".split(), [["LUNCH", "BAG"]])["f1"])
+    table, per = gen.text_metrics_table({"a": texts, "b": texts[:2]}, refs, catalogue)
+    assert list(table.index) == ["a", "b"] and len(per["b"]) == 2
+    assert table.loc["a", "existing product"] == pytest.approx(2 / 3)
+    assert table.loc["a", "distinct-1"] == gen.distinct_n([t.split() for t in texts], 1)
+
+
+def test_corpus_paired_halves_compare_a_corpus_metric():
+    varied = [f"W{i} X{i}" for i in range(40)]
+    same = ["A B"] * 40
+    d = gen.corpus_paired_halves(lambda h: gen.distinct_n(h, 2), varied, same, names=("varied", "same"),
+                                 metric_name="distinct-2", n_halves=200)
+    # on every half of 20 customers: 1.0 for the varied texts, 1/20 for the repeated one
+    assert d.a == pytest.approx(1.0) and d.b == pytest.approx(1 / 20) and d.diff == pytest.approx(1 - 1 / 20)
+    assert d.low - 1e-9 <= d.diff <= d.high + 1e-9 and d.outcome == "a" and d.view == "texts"
+    d0 = gen.corpus_paired_halves(lambda h: gen.distinct_n(h, 1), same, same, names=("x", "y"),
+                                  metric_name="distinct-1", n_halves=50)
+    assert d0.diff == 0 and d0.outcome == "none"
+    # for a mean, half-samples have the spread of the full-sample mean (no narrower, no wider)
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=400)
+    texts_a = [" ".join(["w"] * int(v > 0)) for v in values]
+    mean_len = lambda h: float(np.mean([len(x) for x in h]))  # noqa: E731
+    d1 = gen.corpus_paired_halves(mean_len, texts_a, ["w"] * 400, names=("a", "b"), metric_name="len", n_halves=2000)
+    p = np.mean(values > 0)
+    half_width = 1.96 * np.sqrt(p * (1 - p) / 400)
+    assert (d1.high - d1.low) / 2 == pytest.approx(half_width, rel=0.15)
+    with pytest.raises(ValueError, match="same customers"):
+        gen.corpus_paired_halves(len, ["a"], ["b", "c"], names=("x", "y"), metric_name="m")
+
+
+def test_co_purchases_count_shared_invoices():
+    invoices = ["i1", "i1", "i1", "i2", "i2", "i3"]
+    items = [1, 2, 2, 1, 3, 2]
+    baskets = gen.basket_matrix(invoices, items, n_items=3)
+    assert baskets.shape == (3, 4) and baskets.max() == 1.0
+    assert gen.co_purchases(baskets, 1, [2, 3]).tolist() == [1.0, 1.0]
+    assert gen.co_purchases(baskets, 2, [2]).tolist() == [2.0]
+    assert len(gen.co_purchases(baskets, 1, [])) == 0

@@ -158,3 +158,61 @@ def test_a_step_of_training_lowers_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.5
+
+
+def test_prefix_lm_mask_and_layout():
+    from m6rec_lib.models.gpt import grown, prefix_lm_mask
+
+    m = prefix_lm_mask([3, 0], 5)
+    assert m.shape == (2, 1, 5, 5)
+    assert m[0, 0, :3, :3].all() and not m[0, 0, 2, 3]           # the prefix sees itself, not beyond
+    assert torch.equal(m[1, 0], torch.ones(5, 5, dtype=torch.bool).tril())   # P = 0: causal
+    with pytest.raises(ValueError, match="layout"):
+        GPTConfig(vocab_size=50, layout="bidirectional")
+
+    model = _model()
+    prefix = grown(model, layout="prefix").eval()
+    idx = torch.randint(4, 50, (1, 10))
+    # a prefix LM: tokens inside the prefix see later prefix tokens; tokens after it stay causal
+    base = prefix(idx, prefix_lengths=[6])
+    changed = idx.clone(); changed[0, 4] = (changed[0, 4] + 1) % 50
+    out = prefix(changed, prefix_lengths=[6])
+    assert not torch.allclose(out[0, 2], base[0, 2])
+    changed = idx.clone(); changed[0, 8] = (changed[0, 8] + 1) % 50
+    out = prefix(changed, prefix_lengths=[6])
+    assert torch.allclose(out[0, :8], base[0, :8], atol=1e-5)
+    # scoring reads the prefix bidirectionally: the same as one pass with the prefix-LM mask
+    logp = torch.log_softmax(base[0], -1)
+    cont = idx[0, 6:].tolist()
+    scores = prefix.score_continuations(idx[0, :6].tolist(), [cont])[0]
+    want = [logp[5 + t, c].item() for t, c in enumerate(cont)]
+    assert np.allclose(scores, want, atol=1e-4)
+
+
+def test_grown_keeps_what_fits_the_old_context():
+    from m6rec_lib.models.gpt import grown
+
+    model = _model()
+    wide = grown(model, 24).eval()
+    assert wide.config.context_length == 24 and wide.num_parameters() == model.num_parameters() + 8 * 16
+    idx = torch.randint(0, 50, (2, 16))
+    assert torch.allclose(wide(idx), model(idx), atol=1e-6)
+    assert wide(torch.randint(0, 50, (1, 24))).shape == (1, 24, 50)
+    assert torch.equal(wide.pos_emb.weight[20], model.pos_emb.weight[-1])
+    with pytest.raises(ValueError, match="grow"):
+        grown(model, 8)
+
+
+def test_attention_weights_reproduce_the_forward_pass():
+    model = _model()
+    idx = torch.randint(0, 50, (2, 9))
+    maps = model.attention_weights(idx)
+    assert len(maps) == TINY.n_layer and maps[0].shape == (2, TINY.n_head, 9, 9)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(2, TINY.n_head, 9), atol=1e-6)
+    assert (maps[1][..., 0, 1:] == 0).all()                       # causal: the first token sees itself only
+    # the first layer's output recomputed from its weights equals the block's attention output
+    block = model.blocks[0]
+    x = model.embed(idx)
+    v = block.attn.qkv(block.ln_1(x)).split(16, -1)[2].view(2, 9, 2, 8).transpose(1, 2)
+    y = block.attn.proj((maps[0] @ v).transpose(1, 2).reshape(2, 9, 16))
+    assert torch.allclose(y, block.attn(block.ln_1(x)), atol=1e-5)

@@ -101,11 +101,14 @@ def test_require_asserts_what_the_text_claims():
     base = rng.random(1000)
     d = paired_bootstrap(base + 0.05, base, names=("SASRec", "EASE"))
     assert d.require("a") is d
-    with pytest.raises(AssertionError, match="claims 'EASE beats SASRec'"):
+    with pytest.raises(AssertionError, match="claims 'EASE beats SASRec', but"):
         d.require("b")
     with pytest.raises(AssertionError, match="no measurable difference"):
         d.require("none")
     d.require("b", enforce=False)                           # smoke runs only print
+    assert d.require(("a", "none")) is d                    # "EASE does not beat SASRec"
+    with pytest.raises(AssertionError, match="'EASE beats SASRec' or 'no measurable difference'"):
+        d.require(("b", "none"))
     with pytest.raises(ValueError, match="outcome must be one of"):
         d.require("A")
 

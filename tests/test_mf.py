@@ -16,6 +16,7 @@ from m6rec_lib.models.mf import (
     basket_examples,
     history_weights,
     mf_loss,
+    scores_per_epoch,
     train_mf,
 )
 
@@ -121,6 +122,27 @@ def test_each_loss_gives_a_finite_scalar_and_gradients(loss):
     if loss == "full":
         with pytest.raises(ValueError, match="proposal"):
             mf_loss(model, history_weights(ex.inputs), ex.targets, MFConfig(loss="bpr"))
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled", "bpr"])
+def test_scores_per_epoch_counts_what_the_loss_computes(loss):
+    """The cost formula against the scores mf_loss really computes over one epoch of batches."""
+    ex = basket_examples(_lines(), 5)
+    model = HistoryMF(5, dim=3)
+    config = MFConfig(loss=loss, n_negatives=4, bpr_negatives=2, batch_size=1)
+    counted = []
+    for name in ("forward", "item_scores", "pair_scores"):
+        original = getattr(model, name)
+
+        def counting(*args, _original=original, **kwargs):
+            out = _original(*args, **kwargs)
+            counted.append(out.numel())
+            return out
+        setattr(model, name, counting)
+    weights = history_weights(ex.inputs)
+    for row in range(len(ex)):
+        mf_loss(model, weights[row], ex.targets[row], config, uniform_proposal(5), torch.Generator().manual_seed(0))
+    assert sum(counted) == scores_per_epoch(ex, config)
 
 
 @pytest.mark.parametrize("loss, sampler", [("full", "uniform"), ("sampled", "popularity"), ("bpr", "uniform")])

@@ -294,3 +294,11 @@ def test_folder_argument_reads_an_extracted_copy_anywhere(tmp_path):
     assert len(items) == 4
     with pytest.raises(DataError, match="not an extracted ml-100k folder"):
         ml.load_movielens("ml-100k", folder=tmp_path)
+
+
+def test_messages_show_paths_inside_the_course_relative_to_it():
+    from m6rec_lib.config import REPO_ROOT
+
+    msg = ml._missing_message(ml.release("ml-100k"), REPO_ROOT / "cache" / "movielens" / "ml-100k.zip")
+    assert "looked for cache/movielens/ml-100k.zip (in the course's folder)" in msg
+    assert str(REPO_ROOT) not in msg

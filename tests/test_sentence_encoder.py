@@ -106,3 +106,15 @@ def test_profile_and_max_similarity_scores_against_loops():
     assert one[0, 5] == pytest.approx(1.0, rel=1e-5)        # a product bought before is its own closest
     with pytest.raises(ValueError, match="top"):
         se.max_similarity_scores(E, seqs, top=0)
+
+
+def test_cold_start_diagram_draws_and_checks_its_dates():
+    from matplotlib.figure import Figure
+
+    from m6rec_lib.diagrams.cold_start import cold_start
+
+    assert isinstance(cold_start(), Figure)
+    with pytest.raises(ValueError, match="moment"):
+        cold_start(moment=0.2)          # before the cut
+    with pytest.raises(ValueError, match="start < cut"):
+        cold_start(cut="2009-01-01")

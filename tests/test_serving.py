@@ -89,6 +89,48 @@ def test_compare_latency_interleaves_calls_in_stream_order():
         sv.compare_latency({}, [1])
 
 
+def test_compare_latency_records_work_per_call_and_refuses_unknown_counters():
+    total = {"n": 0}
+
+    def f(x):
+        total["n"] += x
+
+    lat = sv.compare_latency({"f": f, "g": lambda x: None}, [1, 2, 5], warmup=0,
+                             counters={"f": lambda: total["n"]})
+    assert lat["f"].work.tolist() == [1, 2, 5] and lat["g"].work is None
+    assert lat["f"].mean_work == pytest.approx(8 / 3) and "work per call" in lat["f"].as_dict()
+    with pytest.raises(KeyError, match="not timed"):
+        sv.compare_latency({"f": f}, [1], counters={"h": lambda: 0})
+
+
+def test_latency_difference_is_paired_over_requests():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(5, 50, 200)                      # requests differ a lot from each other
+    lat = {"slow": sv.Latency(base + 2.0), "fast": sv.Latency(base + rng.normal(0, 0.1, 200))}
+    d = sv.latency_difference(lat, "fast", "slow")
+    assert d.outcome == "a" and d.low > 0 and d.n_users == 200 and d.metric == "ms saved per request"
+    assert d.verdict == "fast beats slow" and d.diff == pytest.approx(d.b - d.a)
+    assert d.diff == pytest.approx(2.0, abs=0.05) and d.high - d.low < 0.1   # pairing removes the spread
+    same = sv.latency_difference({"a": sv.Latency(base), "b": sv.Latency(base[::-1].copy())}, "a", "b")
+    assert same.outcome == "none"
+    with pytest.raises(ValueError, match="same requests"):
+        sv.latency_difference({"a": sv.Latency(base), "b": sv.Latency(base[:10])}, "a", "b")
+    with pytest.raises(KeyError):
+        sv.latency_difference(lat, "fast", "nope")
+
+
+def test_the_package_keeps_one_module_per_mechanism():
+    import importlib
+
+    for module, name in [("latency", "measure_latency"), ("segments", "SegmentCache"), ("scorer", "SegmentScorer"),
+                         ("early_exit", "early_exit_weights"), ("sharing", "share_layers"),
+                         ("pruning", "magnitude_masks"), ("quantization", "quantize_int8"),
+                         ("distillation", "distillation_loss"), ("size", "size_on_disk"),
+                         ("report", "variant_table"), ("traffic", "replay_traffic")]:
+        assert getattr(importlib.import_module(f"m6rec_lib.serving.{module}"), name) is getattr(sv, name)
+    assert all(hasattr(sv, n) for n in sv.__all__)
+
+
 # ------------------------------------------------------------------------------ segments
 
 def test_segments_tokenize_back_to_the_history(world):
@@ -175,6 +217,29 @@ def test_the_cache_gives_the_same_scores_and_counts_hits(world):
     assert len(small) == 3
 
 
+def test_work_counts_block_positions_of_each_path(world):
+    tokenizer = world[0]
+    batch = _batch(world)
+    n_hist = sum(len(s) for h in batch.histories for s in h)
+    n_cand = sum(len(c) for c in batch.candidates)
+    full = sv.SegmentScorer(_gpt(tokenizer.vocab_size), split=0, exits=[1, 2, 3]).eval()
+    full.score(batch)
+    assert (full.work.lower, full.work.upper, full.work.requests) == (0, 3 * (n_hist + n_cand), 3)
+    full.work.reset()
+    full.score(batch, layer=1)                                   # early exit after one layer
+    assert full.work.total == n_hist + n_cand
+    late = sv.SegmentScorer(_gpt(tokenizer.vocab_size), split=2).eval()
+    cache = sv.SegmentCache()
+    late.score(batch, cache=cache)
+    assert late.work.upper == 1 * (n_hist + n_cand)
+    # lower layers: each distinct segment once, with the <bos> added to all but the profile
+    distinct = {s.tokens for h in batch.histories for s in h} | set(batch.candidates)
+    assert late.work.lower == 2 * sum(len(t) + (t[0] != 1) for t in distinct)
+    late.work.reset()
+    late.score(batch, cache=cache)                               # everything cached now
+    assert late.work.lower == 0 and late.work.upper == n_hist + n_cand
+
+
 def test_early_exit_columns_and_max_layer(world):
     tokenizer = world[0]
     model = sv.SegmentScorer(_gpt(tokenizer.vocab_size), split=0, exits=[1, 2, 3]).eval()
@@ -190,6 +255,10 @@ def test_early_exit_columns_and_max_layer(world):
 
 def test_bad_split_and_exits_are_refused(world):
     gpt = _gpt(world[0].vocab_size)
+    prefix = GPT(GPTConfig(vocab_size=world[0].vocab_size, context_length=64, n_layer=2, n_head=2, d_model=16,
+                           layout="prefix"))
+    with pytest.raises(ValueError, match="causal"):
+        sv.SegmentScorer(prefix)
     with pytest.raises(ValueError, match="split"):
         sv.SegmentScorer(gpt, split=3)
     with pytest.raises(ValueError, match="exits"):
@@ -279,3 +348,69 @@ def test_student_copies_the_first_blocks():
     torch.testing.assert_close(student.tok_emb.weight, teacher.tok_emb.weight)
     with pytest.raises(ValueError):
         sv.make_student(teacher, 5)
+
+
+def test_late_interaction_diagram_draws_and_checks_its_split():
+    from matplotlib.figure import Figure
+
+    from m6rec_lib.diagrams.serving import late_interaction
+
+    fig = late_interaction(split=3, n_layers=4)
+    assert isinstance(fig, Figure) and len(fig.axes[0].patches) > 10
+    with pytest.raises(ValueError, match="split"):
+        late_interaction(split=4, n_layers=4)
+
+
+def test_variant_table_compares_every_variant_with_the_reference():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(60), 4)
+    labels = np.tile([1, 1, 0, 0], 60)
+    good = labels + rng.normal(0, 0.8, len(labels))
+    variants = {"full": sv.Variant(4, 1000, 4000, good),
+                "copy": sv.Variant(4, 1000, 1000, good + rng.normal(0, 1e-3, len(labels))),
+                "noise": sv.Variant(1, 250, 1000, rng.normal(0, 1, len(labels)))}
+    ms = rng.uniform(5, 20, 50)
+    latency = {"full": sv.Latency(ms + 4, np.full(50, 400.0)), "copy": sv.Latency(ms + rng.normal(0, 0.01, 50)),
+               "noise": sv.Latency(ms + 1)}
+    table, comparisons = sv.variant_table(variants, latency, labels, groups, n_boot=300)
+    assert list(table.index) == ["full", "copy", "noise"] and set(comparisons) == {"copy", "noise"}
+    assert table.loc["noise", "AUC vs full"] == "worse" and table.loc["copy", "AUC vs full"] == "no measurable difference"
+    assert table.loc["copy", "time vs full"] == "faster" and table.loc["full", "work per request"] == 400.0
+    assert np.isnan(table.loc["copy", "work per request"]) and table.loc["full", "size MB"] == 0.004
+    assert comparisons["noise"]["auc"].outcome == "b" and comparisons["noise"]["latency"].outcome == "a"
+    assert len(sv.plot_latency_quality(table).axes) == 1
+    shown = sv.readable_table(table)
+    assert shown.loc["full", "AUC - full [95%]"] == "" and shown.loc["noise", "AUC vs full"] == "worse"
+    assert shown.loc["full", "work / request"] == "400" and shown.loc["copy", "AUC [95%]"].count("[") == 1
+    with pytest.raises(KeyError, match="reference"):
+        sv.variant_table(variants, latency, labels, groups, reference="teacher")
+
+
+def test_replayed_traffic_is_in_time_order_and_writes_histories_like_the_task():
+    from m6rec_lib.click_task import history_token_ids
+    from m6rec_lib.data import next_basket_split
+    from m6rec_lib.data.toy import make_toy_world
+
+    lines = make_toy_world(n_users=40, n_items=25, baskets_per_user=6, draws_per_basket=4, seed=0).lines
+    split = next_basket_split(lines)
+    texts = [ser.serialize_history(g, g["invoice_date"].max() + pd.Timedelta(days=1)) for _, g in lines.groupby("customer_id")]
+    tok = train_bpe(texts * 3, vocab_size=500)
+    items = sv.catalogue_tokens(split, tok, max_tokens=6)
+    assert items[0] == () and len(items) == split.n_items + 1 and all(0 < len(t) <= 6 for t in items[1:])
+    start = pd.Timestamp(split.info["test_start"])
+    customers = lines.loc[lines["invoice_date"] >= start, "customer_id"].unique()[:5]
+    reqs = sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120,
+                             visits=2, views=3, candidates=7, seed=1)
+    assert len(reqs) % 3 == 0 and all(len(r) == 7 and len(r.histories) == 1 for r in reqs)
+    assert all(r.candidates[0] in items for r in reqs)
+    first = reqs[0].histories[0]
+    assert reqs[1].histories[0] is first and reqs[2].histories[0] is first        # three views of one visit
+    visit = lines[lines["customer_id"].isin(customers) & (lines["invoice_date"] >= start)]["invoice_date"].min()
+    who = lines.loc[(lines["invoice_date"] == visit) & lines["customer_id"].isin(customers), "customer_id"].min()
+    want, _ = history_token_ids(lines, [who], [visit], tok, 120, dict(zip(split.items.codes[1:], split.items.texts[1:])))
+    assert [t for s in first for t in s.tokens] == want[0].tolist()
+    again = sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120,
+                              visits=2, views=3, candidates=7, seed=1)
+    assert [r.candidates for r in again] == [r.candidates for r in reqs]              # seeded
+    with pytest.raises(ValueError, match="candidates"):
+        sv.replay_traffic(lines, split, tok, customers, items, start=start, max_history_tokens=120, candidates=10**6)

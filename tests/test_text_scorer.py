@@ -99,3 +99,42 @@ def test_history_prefixes_fit_the_context_and_stop_before_the_moment(lm):
     assert len(tight[0]) + 12 <= full + 4 and "earlier purchase" in tokenizer.decode(tight[0])
     with pytest.raises(ValueError):
         history_prefixes(lines, [7, 9], moments[:1], tokenizer, 96, 12)
+
+
+def test_matched_candidates_are_new_unbought_and_of_matched_popularity():
+    from m6rec_lib.data import EvalSet
+    from m6rec_lib.text_scorer import matched_candidates, matched_win_rates
+
+    n_items, rng = 60, np.random.default_rng(0)
+    popularity = np.r_[0.0, np.arange(n_items, 0, -1, dtype=float)]       # item i has rank i - 1
+    history = sp.csr_matrix((np.ones(3), ([0, 0, 1], [1, 2, 30])), shape=(3, n_items + 1))
+    es = EvalSet(name="v", users=np.array([0, 1, 2]), targets=[np.array([1, 20, 21]), np.array([30]), np.array([40, -1])],
+                 history=history, sequences=[np.array([1, 2]), np.array([30]), np.array([], dtype=np.int64)],
+                 moments=np.array(["2011-10-03", "2011-10-04", "2011-10-05"], dtype="datetime64[ns]"))
+    task = matched_candidates(es, popularity, n_negatives=3, max_positives=2, window=5, seed=0)
+    assert list(task.positions) == [0, 2]            # customer 1 bought nothing new
+    for pos, items, pairs in zip(task.positions, task.items, task.pairs):
+        basket, seen = set(es.targets[pos]), set(history[es.users[pos]].indices)
+        positives = items[np.unique(pairs[:, 0])]
+        assert set(positives) <= basket - seen and not set(positives) & seen
+        negatives = items[pairs[:, 1]]
+        assert not set(negatives) & (basket | seen) and len(set(negatives)) == len(negatives)
+        for j, k in pairs:
+            assert abs(int(items[j]) - int(items[k])) <= 5 + 2       # near in popularity rank
+    again = matched_candidates(es, popularity, n_negatives=3, max_positives=2, window=5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(task.items, again.items))
+    # win rates: by hand, with ties counting one half
+    scores = [np.r_[1.0, 0.0, 2.0, 1.0, np.zeros(len(task.items[0]) - 4)], np.zeros(len(task.items[1]))]
+    win = matched_win_rates(task, scores)
+    pr = task.pairs[0]
+    want = np.mean([(scores[0][a] > scores[0][b]) + 0.5 * (scores[0][a] == scores[0][b]) for a, b in pr])
+    assert np.isclose(win[0], want) and win[1] == 0.5
+    keep = np.ones(n_items + 1, dtype=bool)
+    keep[task.items[0][pr[0, 1]]] = False                       # drop the first pair's negative
+    kept = [(a, b) for a, b in pr if keep[task.items[0][a]] and keep[task.items[0][b]]]
+    want = np.mean([(scores[0][a] > scores[0][b]) + 0.5 * (scores[0][a] == scores[0][b]) for a, b in kept])
+    assert np.isclose(matched_win_rates(task, scores, keep=keep)[0], want)
+    assert np.isnan(matched_win_rates(task, scores, keep=np.zeros(n_items + 1, dtype=bool))).all()
+    assert task.subset([1]).positions.tolist() == [2]
+    with pytest.raises(ValueError, match="popularity"):
+        matched_candidates(es, popularity[:-1])

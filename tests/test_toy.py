@@ -2,49 +2,111 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from m6rec_lib.data.toy import (
-    ARTICLE_CLAIMED_PROBABILITIES_USER1,
     LINE_COLUMNS,
+    SEED_CLAIMED_PROBABILITIES,
+    SEED_CLAIMED_RANKINGS,
+    SEED_INTERACTIONS,
+    SEED_SCORES,
     make_toy_world,
     seed_article_example,
     softmax,
 )
 
 
-def test_seed_example_reproduces_the_article_numbers():
+def _brute_force_softmax(row):
+    """P(i|u) by the definition, one term at a time, in plain Python floats."""
+    exps = [math.exp(x) for x in row]
+    total = 0.0
+    for e in exps:
+        total += e
+    return [e / total for e in exps]
+
+
+def test_seed_example_is_the_post_exactly():
     ex = seed_article_example()
-    assert ex.R.shape == ex.scores.shape == (3, 3)
-    assert set(np.unique(ex.R)) <= {0, 1}
-    np.testing.assert_allclose(ex.scores[0], [0.2, 0.3, 0.5], atol=1e-12)
-    np.testing.assert_allclose(ex.claimed_probabilities_user1, [0.26, 0.39, 0.35])
-    assert ex.claimed_probabilities_user1.sum() == pytest.approx(1.0)
-    assert ex.P.shape == (3, 2) and ex.Q.shape == (3, 2)
+    np.testing.assert_array_equal(ex.R, [[1, 0, 1], [0, 1, 0], [1, 1, 0]])
+    np.testing.assert_array_equal(ex.scores, [[0.2, 0.3, 0.5], [0.4, 0.6, 0.7], [0.1, 0.2, 0.9]])
+    np.testing.assert_array_equal(ex.claimed_probabilities,
+                                  [[0.26, 0.39, 0.35], [0.33, 0.47, 0.20], [0.19, 0.38, 0.44]])
+    np.testing.assert_array_equal(ex.claimed_rankings, [[3, 1, 2], [2, 3, 1], [3, 2, 1]])
+    assert ex.R.tolist() == [list(r) for r in SEED_INTERACTIONS]
+    assert ex.scores.tolist() == [list(r) for r in SEED_SCORES]
+    assert ex.claimed_probabilities.tolist() == [list(r) for r in SEED_CLAIMED_PROBABILITIES]
+    assert ex.claimed_rankings.tolist() == [list(r) for r in SEED_CLAIMED_RANKINGS]
 
 
-def test_seed_example_claims_are_wrong_and_the_correct_values_are():
+def test_correct_probabilities_are_the_row_softmax():
     ex = seed_article_example()
-    p = ex.probabilities()[0]
-    np.testing.assert_allclose(p, [0.289, 0.320, 0.391], atol=5e-4)
-    np.testing.assert_allclose(ex.probabilities().sum(axis=1), 1.0)
-    claimed = np.array(ARTICLE_CLAIMED_PROBABILITIES_USER1)
-    assert np.abs(p - claimed).max() > 0.02
-    # the claimed ranking (item 2 first) is not the ranking of the scores (item 3 first)
-    assert np.argmax(claimed) == 1 and np.argmax(p) == 2
-    # the top-scored item of user 1 is one they already have
-    assert ex.R[0, np.argmax(ex.scores[0])] == 1
+    p = ex.probabilities()
+    for u in range(3):
+        np.testing.assert_allclose(p[u], _brute_force_softmax(ex.scores[u]), atol=1e-12)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p, [[0.289, 0.320, 0.391], [0.280, 0.342, 0.378], [0.231, 0.255, 0.514]],
+                               atol=5e-4)
+    # every user's correct ranking puts item 3 first, then item 2, then item 1
+    np.testing.assert_array_equal(ex.ranking(), [[3, 2, 1]] * 3)
 
 
-def test_seed_example_table_and_provenance():
+def test_the_post_uses_the_item_1_column_as_user_1_denominator():
     ex = seed_article_example()
-    table = ex.frame()
-    assert table.shape == (3, 9)
-    assert table.loc["user 1", ("score", "item 3")] == pytest.approx(0.5)
-    assert ex.provenance["scores[0]"] == "article"
-    assert "chosen" in ex.provenance["R"]
+    assert ex.wrong_denominators() == [0]
+    denominators = ex.claimed_denominator_values()
+    assert denominators[0] == pytest.approx(math.exp(0.2) + math.exp(0.4) + math.exp(0.1))
+    assert denominators[1] == pytest.approx(sum(math.exp(x) for x in (0.4, 0.6, 0.7)))
+    printed = ex.as_printed()
+    np.testing.assert_allclose(printed[0], [0.320, 0.354, 0.432], atol=5e-4)
+    assert printed[0].sum() > 1.1                      # not a distribution at all
+    np.testing.assert_allclose(printed[1:], ex.probabilities()[1:], atol=1e-12)
+
+
+def test_the_claimed_values_are_wrong_for_every_user():
+    ex = seed_article_example()
+    gap = np.abs(ex.claimed_probabilities - ex.probabilities()).max(axis=1)
+    assert (gap > 0.05).all()
+    # even carried out with its own denominators, the arithmetic does not give the stated values
+    assert (np.abs(ex.claimed_probabilities - ex.as_printed()).max(axis=1) > 0.05).all()
+    np.testing.assert_allclose(ex.claimed_probabilities.sum(axis=1), [1.00, 1.00, 1.01], atol=1e-9)
+
+
+def test_the_lists_contradict_the_claimed_probabilities():
+    ex = seed_article_example()
+    bad = ex.ranking_contradictions()
+    pairs = {(r.user, r["placed higher"], r["placed lower"]) for _, r in bad.iterrows()}
+    assert pairs == {("user 1", "item 3", "item 2"), ("user 1", "item 1", "item 2"),
+                     ("user 2", "item 3", "item 1")}
+    assert (bad["its claimed P"] < bad["their claimed P"]).all()
+
+
+def test_the_lists_recommend_owned_items_and_masking_fixes_it():
+    ex = seed_article_example()
+    owned = ex.owned_in_claimed_lists()
+    assert owned["owned at rank 1"].tolist() == [True, True, False]
+    assert owned["already has"].tolist() == ["item 3, item 1", "item 2", "item 2, item 1"]
+    masked = ex.masked_probabilities()
+    assert (masked[ex.R == 1] == 0).all()
+    np.testing.assert_allclose(masked.sum(axis=1), 1.0)
+    top = ex.ranking(masked=True)[:, 0]
+    assert [ex.R[u, i - 1] for u, i in enumerate(top)] == [0, 0, 0]
+    np.testing.assert_array_equal(top, [2, 3, 3])
+    assert masked[1, 2] == pytest.approx(math.exp(0.7) / (math.exp(0.4) + math.exp(0.7)))
+    assert masked[0, 1] == masked[2, 2] == 1.0        # one new item left: certain
+
+
+def test_seed_example_tables():
+    ex = seed_article_example()
+    assert ex.frame().shape == (3, 6)
+    errata = ex.errata()
+    assert errata.shape == (9, 7)
+    assert errata.loc[("user 1", "item 2"), "claimed P"] == 0.39
+    np.testing.assert_allclose(errata["claimed - correct"].to_numpy(),
+                               (ex.claimed_probabilities - ex.probabilities()).ravel())
 
 
 def test_softmax_is_stable_and_shift_invariant():

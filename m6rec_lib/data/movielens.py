@@ -17,6 +17,8 @@ Typical use::
     ml.interactions   # user_id, item_id, rating, timestamp (datetime64)
     ml.items          # item_id, title, genres ("Animation|Children's|Comedy")
 
+    movielens_table("ml-100k")   # the same as a table for m6rec_lib.byod: user, item, time, text, row
+
 Checksums
 ---------
 Each release has two independent checksums, both verified after a download:
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from m6rec_lib import config
@@ -153,7 +156,17 @@ def _is_complete(folder: Path, rel: MovieLensRelease) -> bool:
     return all((folder / f).is_file() for f in rel.files)
 
 
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (``cache/movielens/ml-100k.zip``),
+    else in full: messages say where a file goes without printing where the course was installed."""
+    resolved, root = Path(path).resolve(), config.REPO_ROOT.resolve()
+    if resolved.is_relative_to(root):
+        return f"{resolved.relative_to(root)} (in the course's folder)"
+    return str(path)
+
+
 def _missing_message(rel: MovieLensRelease, target: Path) -> str:
+    target = shown_path(target)
     return (
         f"MovieLens {rel.name} is not on this machine (looked for {target}). {LICENCE_NOTE} "
         f"To get it, call load_movielens({rel.name!r}, download=True) (about "
@@ -266,7 +279,7 @@ def download_movielens(
         reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
         return DataError(
             f"could not download {source}: {reason}. You are offline or the server is "
-            f"unreachable; download the zip by hand from {rel.url} and put it at {target}."
+            f"unreachable; download the zip by hand from {rel.url} and put it at {shown_path(target)}."
         )
 
     hashes = {a: hashlib.new(a) for a in expected}
@@ -301,7 +314,7 @@ def download_movielens(
             raise DataError(
                 f"the file downloaded from {source} is not the published {rel.name}.zip: "
                 f"{'; '.join(problems)}. It was deleted. Try again later, or download it by hand "
-                f"from {rel.url} and put it at {target}."
+                f"from {rel.url} and put it at {shown_path(target)}."
             )
     return target
 
@@ -510,3 +523,32 @@ def load_movielens(
     if folder is None:
         folder = ensure_movielens(name, root, download=download, **download_kwargs)
     return read_movielens_folder(folder, name)
+
+
+def movielens_table(
+    name: str = "ml-100k",
+    root: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    folder: str | os.PathLike[str] | None = None,
+    **download_kwargs,
+) -> pd.DataFrame:
+    """MovieLens as a table of interactions for :mod:`m6rec_lib.byod`: ``user, item, time, text, row``.
+
+    Every rating counts as an interaction (implicit feedback: "watched and rated"), whatever its
+    value. ``text`` is the title with its genres ("Toy Story (1995) | Animation|Children's|Comedy");
+    ``row`` keeps the file's order among ratings of one user with the same timestamp. Same arguments
+    as :func:`load_movielens` (nothing is downloaded without ``download=True``).
+    """
+    ml = load_movielens(name, root, download=download, folder=folder, **download_kwargs)
+    items = ml.items.set_index("item_id")
+    text = items["title"] + " | " + items["genres"]
+    r = ml.interactions
+    table = pd.DataFrame({
+        "user": r["user_id"].astype(str).to_numpy(),
+        "item": r["item_id"].astype(str).to_numpy(),
+        "time": r["timestamp"].to_numpy(dtype="datetime64[ns]"),
+        "text": text.reindex(r["item_id"]).to_numpy(dtype=object),
+    })
+    table["row"] = np.arange(len(table), dtype=np.int64)
+    return table.sort_values(["user", "time", "row"], kind="stable").reset_index(drop=True)

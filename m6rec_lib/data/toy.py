@@ -2,33 +2,60 @@
 
 Real data never tells you the "true" preference of a customer, so a method can only be judged by
 held-out metrics. In a toy world the truth is known: every user has a true score for every item,
-purchases are drawn from the true softmax ``P(i|u) = exp(q(u, i)) / sum_j exp(q(u, j))``, and an
+purchases are drawn from the true softmax ``P(i|u) = exp(q(i, u)) / sum_j exp(q(j, u))``, and an
 estimate can be compared with the truth directly. Both worlds here are small enough to print.
 
-- :func:`seed_article_example` is the 3 users x 3 items example of the article this course starts
-  from, completed so that it can be computed with (see :class:`SeedArticleExample` for which numbers
-  are the article's and which were chosen here).
+- :func:`seed_article_example` is the worked example of the article this course starts from: an
+  unsigned Chinese-language blog post introducing M6-Rec (section 4.3 of the post), with every number
+  exactly as printed there, the probabilities and recommendation lists it claims, and functions that
+  compute the correct values and name each mistake.
 - :func:`make_toy_world` draws a random world of any size from a seed, with its purchases laid out
   like the cleaned Online Retail lines, so unit tests of other modules can run on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 # --------------------------------------------------------------------------------------------
-# the seed article's example
+# the seed article's example, exactly as printed
 
-ARTICLE_SCORES_USER1: tuple[float, float, float] = (0.2, 0.3, 0.5)
-"""The article's scores ``q(1, i)`` of user 1 for items 1, 2, 3."""
+SEED_INTERACTIONS: tuple[tuple[int, ...], ...] = ((1, 0, 1), (0, 1, 0), (1, 1, 0))
+"""The post's interaction matrix: rows users 1..3, columns items 1..3, 1 = the user has the item."""
 
-ARTICLE_CLAIMED_PROBABILITIES_USER1: tuple[float, float, float] = (0.26, 0.39, 0.35)
-"""The softmax probabilities the article states for user 1. They are wrong: the softmax of
-(0.2, 0.3, 0.5) is about (0.289, 0.320, 0.391), and the ranking they imply (item 2 first) is not
-the ranking of the scores (item 3 first)."""
+SEED_SCORES: tuple[tuple[float, ...], ...] = ((0.2, 0.3, 0.5), (0.4, 0.6, 0.7), (0.1, 0.2, 0.9))
+"""The post's user x item table. It calls these the trained "latent representations" of users and
+items, but lays them out as one number per (user, item) and uses them as the scores ``q(i, u)``."""
+
+SEED_CLAIMED_PROBABILITIES: tuple[tuple[float, ...], ...] = (
+    (0.26, 0.39, 0.35), (0.33, 0.47, 0.20), (0.19, 0.38, 0.44))
+"""The probabilities ``P(i|u)`` the post states, row = user, column = item (two decimals, as printed)."""
+
+SEED_CLAIMED_DENOMINATORS: tuple[tuple[tuple[int, int], ...], ...] = (
+    ((0, 0), (1, 0), (2, 0)),   # user 1: e^0.2 + e^0.4 + e^0.1, the item-1 column, not user 1's row
+    ((1, 0), (1, 1), (1, 2)),   # user 2: its own row
+    ((2, 0), (2, 1), (2, 2)),   # user 3: its own row
+)
+"""For every user, the (user, item) cells (0-based) whose ``e^q`` the post adds up in the denominator."""
+
+SEED_CLAIMED_RANKINGS: tuple[tuple[int, ...], ...] = ((3, 1, 2), (2, 3, 1), (3, 2, 1))
+"""The post's recommendation lists, best first, items numbered 1..3 as in the post:
+user 1: item 3 (0.35) > item 1 (0.26) > item 2 (0.39); user 2: item 2 (0.47) > item 3 (0.20) >
+item 1 (0.33); user 3: item 3 (0.44) > item 2 (0.38) > item 1 (0.19)."""
+
+SEED_MNIST_CLAIMED_LOSSES: tuple[float, float] = (1.9534, 1.4956)
+"""The first and the last training loss the post's MNIST code (its section 5.2) claims to print over
+its 10 epochs. That code cannot run (see :data:`SEED_MNIST_SHAPES`), so no run produced them."""
+
+SEED_MNIST_SHAPES: dict[str, object] = {
+    "vocab_size": 10, "embedding_dim": 128, "n_classes": 10, "batch_size": 64,
+    "image_shape": (64, 1, 28, 28), "epochs": 10,
+}
+"""The sizes of the post's MNIST code: ``nn.Embedding(10, 128)`` then ``nn.Linear(128, 10)``, fed
+batches of 64 float images of shape (64, 1, 28, 28), with ``CrossEntropyLoss`` against 64 labels."""
 
 
 def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -41,73 +68,130 @@ def softmax(scores: np.ndarray, axis: int = -1) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SeedArticleExample:
-    """The seed article's 3x3 example (users 1..3 x items 1..3), completed to be computable.
+    """The seed article's worked example (users 1..3 x items 1..3), every number as printed.
 
-    From the article:
-      - 3 users, 3 items, a binary user-item interaction matrix ``R``;
-      - user 1's scores ``q = (0.2, 0.3, 0.5)`` for items 1..3 (``scores[0]``);
-      - the probabilities it claims for user 1, ``(0.26, 0.39, 0.35)``
-        (``claimed_probabilities_user1``), which are not the softmax of those scores;
-      - the statement that it recommends the item with the highest score, although user 1 already
-        has it.
-
-    Chosen here to complete the example (the article gives no such numbers):
-      - the entries of ``R``: user 1 bought item 3, user 2 item 1, user 3 items 1 and 2. Item 3 is
-        user 1's top-scored item, so "it recommends items the user already has" holds;
-      - the factor matrices ``P`` (users x 2) and ``Q`` (items x 2). ``P[0] = (1, 0)`` and the
-        first column of ``Q`` is (0.2, 0.3, 0.5), so that row 1 of ``P @ Q.T`` is exactly the
-        article's ``q``; the other rows are simple round numbers.
-
-    Indices are 0-based in the arrays: ``scores[0, 2]`` is user 1's score for item 3.
+    Arrays are 0-based: ``scores[0, 2]`` is user 1's score for item 3; :attr:`claimed_rankings` keep
+    the post's 1-based item numbers. Everything the post states is a field; everything computed
+    from it is a method, so that the correct values are never typed in.
     """
 
     R: np.ndarray
-    """(3, 3) int 0/1: ``R[u, i] = 1`` when user u+1 has bought item i+1 (chosen here)."""
-    P: np.ndarray
-    """(3, 2) user factors (chosen here)."""
-    Q: np.ndarray
-    """(3, 2) item factors (chosen here; first column = the article's q of user 1)."""
-    claimed_probabilities_user1: np.ndarray
-    """(3,) the article's claimed softmax probabilities of user 1: (0.26, 0.39, 0.35)."""
+    """(3, 3) int 0/1 interaction matrix: ``R[u, i] = 1`` when user u+1 has item i+1."""
+    scores: np.ndarray
+    """(3, 3) float scores ``q(i, u)`` (row u, column i)."""
+    claimed_probabilities: np.ndarray
+    """(3, 3) the probabilities the post states."""
+    claimed_denominators: tuple[tuple[tuple[int, int], ...], ...]
+    """Per user, the cells the post sums in its softmax denominator."""
+    claimed_rankings: np.ndarray
+    """(3, 3) int: the post's recommendation list of each user, best first, items numbered 1..3."""
     users: tuple[str, ...] = ("user 1", "user 2", "user 3")
     items: tuple[str, ...] = ("item 1", "item 2", "item 3")
-    provenance: dict[str, str] = field(
-        default_factory=lambda: {
-            "scores[0]": "article",
-            "claimed_probabilities_user1": "article (wrong)",
-            "R": "chosen here (user 1 already has item 3, as the article's critique implies)",
-            "P, Q": "chosen here so that (P @ Q.T)[0] equals the article's scores",
-            "scores[1:]": "chosen here (follow from P and Q)",
-        }
-    )
 
-    @property
-    def scores(self) -> np.ndarray:
-        """(3, 3) score matrix ``q(u, i) = P[u] . Q[i]``; row 0 is the article's (0.2, 0.3, 0.5)."""
-        return self.P @ self.Q.T
-
+    # ---- what the numbers should have been
     def probabilities(self) -> np.ndarray:
-        """(3, 3) the correct softmax ``P(i|u)`` of every row of :attr:`scores`."""
+        """(3, 3) the correct ``P(i|u)``: the softmax of each user's row of :attr:`scores`."""
         return softmax(self.scores, axis=1)
 
+    def ranking(self, masked: bool = False) -> np.ndarray:
+        """(3, 3) int: each user's items by correct probability, best first, numbered 1..3.
+
+        ``masked=True`` leaves out the items the user already has (their places are filled with 0).
+        """
+        p = self.masked_probabilities() if masked else self.probabilities()
+        order = np.argsort(-p, axis=1, kind="stable") + 1
+        if masked:
+            order = np.where(np.take_along_axis(p, order - 1, axis=1) > 0, order, 0)
+        return order
+
+    def masked_probabilities(self) -> np.ndarray:
+        """(3, 3) ``P(i|u)`` with the items each user has set to probability 0 (score -inf) and the
+        rest renormalised: what a recommendation of *new* items should use."""
+        masked = np.where(self.R == 1, -np.inf, self.scores)
+        return softmax(masked, axis=1)
+
+    # ---- what the post computed
+    def claimed_denominator_values(self) -> np.ndarray:
+        """(3,) the denominators as printed: the sum of ``e^q`` over the cells the post chose."""
+        return np.array([sum(np.exp(self.scores[u, i]) for u, i in cells)
+                         for cells in self.claimed_denominators])
+
+    def as_printed(self) -> np.ndarray:
+        """(3, 3) ``e^{q(i,u)}`` over the post's own denominators: the arithmetic the post wrote
+        down, carried out. Row 1 differs from the correct softmax (wrong denominator); no row
+        equals the stated probabilities of user 1 or user 3."""
+        return np.exp(self.scores) / self.claimed_denominator_values()[:, None]
+
+    def wrong_denominators(self) -> list[int]:
+        """0-based users whose printed denominator is not the sum over their own row."""
+        return [u for u, cells in enumerate(self.claimed_denominators)
+                if sorted(cells) != [(u, i) for i in range(self.scores.shape[1])]]
+
+    def ranking_contradictions(self) -> pd.DataFrame:
+        """Every pair in a post's list where the item placed higher has the *lower* claimed probability.
+
+        Columns: ``user``, ``placed higher`` / ``its claimed P``, ``placed lower`` / ``its claimed P``.
+        """
+        rows = []
+        for u, order in enumerate(self.claimed_rankings):
+            for a in range(len(order)):
+                for b in range(a + 1, len(order)):
+                    hi, lo = int(order[a]), int(order[b])
+                    p_hi, p_lo = self.claimed_probabilities[u, hi - 1], self.claimed_probabilities[u, lo - 1]
+                    if p_hi < p_lo:
+                        rows.append({"user": self.users[u], "placed higher": self.items[hi - 1],
+                                     "its claimed P": p_hi, "placed lower": self.items[lo - 1],
+                                     "their claimed P": p_lo})
+        return pd.DataFrame(rows, columns=["user", "placed higher", "its claimed P", "placed lower",
+                                           "their claimed P"])
+
+    def owned_in_claimed_lists(self) -> pd.DataFrame:
+        """For every user: the post's list, and which of its items the user already has."""
+        rows = []
+        for u, order in enumerate(self.claimed_rankings):
+            owned = [int(i) for i in order if self.R[u, int(i) - 1] == 1]
+            rows.append({"user": self.users[u],
+                         "post's list": " > ".join(f"item {int(i)}" for i in order),
+                         "already has": ", ".join(f"item {i}" for i in owned) or "none",
+                         "owned at rank 1": bool(self.R[u, int(order[0]) - 1]),
+                         "new items in the list": int(len(order) - len(owned))})
+        return pd.DataFrame(rows).set_index("user")
+
+    def errata(self) -> pd.DataFrame:
+        """One row per (user, item): the post's claim, its arithmetic carried out, the correct value.
+
+        Columns ``score``, ``has it``, ``claimed P``, ``post's formula``, ``correct P``,
+        ``claimed - correct``, ``correct P, owned masked``.
+        """
+        correct, printed, masked = self.probabilities(), self.as_printed(), self.masked_probabilities()
+        rows = []
+        for u in range(self.scores.shape[0]):
+            for i in range(self.scores.shape[1]):
+                rows.append({"user": self.users[u], "item": self.items[i],
+                             "score": self.scores[u, i], "has it": bool(self.R[u, i]),
+                             "claimed P": self.claimed_probabilities[u, i],
+                             "post's formula": printed[u, i], "correct P": correct[u, i],
+                             "claimed - correct": self.claimed_probabilities[u, i] - correct[u, i],
+                             "correct P, owned masked": masked[u, i]})
+        return pd.DataFrame(rows).set_index(["user", "item"])
+
     def frame(self) -> pd.DataFrame:
-        """A readable table: R, scores and correct probabilities side by side, one row per user."""
+        """A readable table: the interactions and the scores side by side, one row per user."""
         cols = {}
-        mats = (("bought", self.R), ("score", self.scores), ("P(i|u)", self.probabilities()))
-        for name, mat in mats:
+        for name, mat in (("has it", self.R), ("score q(i, u)", self.scores)):
             for j, item in enumerate(self.items):
                 cols[(name, item)] = mat[:, j]
         return pd.DataFrame(cols, index=list(self.users))
 
 
 def seed_article_example() -> SeedArticleExample:
-    """The seed article's 3x3 example; see :class:`SeedArticleExample` for what is whose."""
-    R = np.array([[0, 0, 1], [1, 0, 0], [1, 1, 0]], dtype=np.int64)
-    P = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 1.0]])
-    Q = np.array([[ARTICLE_SCORES_USER1[0], 0.6], [ARTICLE_SCORES_USER1[1], 0.1],
-                  [ARTICLE_SCORES_USER1[2], 0.3]])  # fmt: skip
+    """The seed article's 3x3 example, exactly as printed; see :class:`SeedArticleExample`."""
     return SeedArticleExample(
-        R=R, P=P, Q=Q, claimed_probabilities_user1=np.array(ARTICLE_CLAIMED_PROBABILITIES_USER1)
+        R=np.array(SEED_INTERACTIONS, dtype=np.int64),
+        scores=np.array(SEED_SCORES, dtype=float),
+        claimed_probabilities=np.array(SEED_CLAIMED_PROBABILITIES, dtype=float),
+        claimed_denominators=SEED_CLAIMED_DENOMINATORS,
+        claimed_rankings=np.array(SEED_CLAIMED_RANKINGS, dtype=np.int64),
     )
 
 

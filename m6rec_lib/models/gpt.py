@@ -21,6 +21,15 @@ Scoring and generation: :meth:`GPT.token_logprobs` (log-probability of every tok
 prefix), :meth:`GPT.score_continuations` (one prefix, many candidate continuations, with a
 key/value cache so the prefix is computed once) and :meth:`GPT.generate` (temperature / top-k
 sampling).
+
+Two attention layouts (``GPTConfig.layout``):
+
+- ``"causal"`` (GPT): every position sees itself and the positions before it;
+- ``"prefix"`` (a prefix LM, as M6): the first P positions, the *prefix* (a customer's history),
+  see each other in both directions; the positions after it (the continuation) see the whole
+  prefix and, causally, each other. Training passes each row's P (``prefix_lengths``) and computes
+  the loss on the continuation only; scoring and generation read the given prefix bidirectionally.
+  :func:`prefix_lm_mask` builds the mask.
 """
 
 from __future__ import annotations
@@ -35,6 +44,22 @@ import torch.nn.functional as F
 from torch import nn
 
 
+LAYOUTS = ("causal", "prefix")
+
+
+def prefix_lm_mask(prefix_lengths: torch.Tensor | Sequence[int], T: int) -> torch.Tensor:
+    """The attention mask of a prefix LM: (batch,) prefix lengths -> (batch, 1, T, T) bool.
+
+    Entry [b, 0, t, s] is True where query t may attend to key s: ``s <= t`` (causal) or
+    ``s < P_b`` (everything in row b's prefix sees, and is seen by, the whole prefix). With
+    ``P_b = 0`` or ``1`` it is the causal mask.
+    """
+    P = torch.as_tensor(prefix_lengths, dtype=torch.long).view(-1, 1, 1, 1)
+    pos = torch.arange(T, device=P.device)
+    causal = pos[None, :] <= pos[:, None]                                  # (T, T): key s <= query t
+    return causal[None, None] | (pos.view(1, 1, 1, T) < P)
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """The shape of a GPT.
@@ -42,7 +67,8 @@ class GPTConfig:
     ``vocab_size`` tokens, at most ``context_length`` positions, ``n_layer`` blocks of width
     ``d_model`` with ``n_head`` heads (``d_model`` must be divisible by ``n_head``); the MLP is
     ``mlp_ratio * d_model`` wide. ``dropout`` applies to embeddings, attention weights and residual
-    branches. ``pad_id`` is the token ignored by :meth:`GPT.loss`.
+    branches. ``pad_id`` is the token ignored by :meth:`GPT.loss`. ``layout``: "causal" (GPT) or
+    "prefix" (prefix LM; see the module docstring).
     """
 
     vocab_size: int
@@ -53,6 +79,7 @@ class GPTConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     pad_id: int = 0
+    layout: str = "causal"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model", "mlp_ratio"):
@@ -68,6 +95,9 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(f"pad_id={self.pad_id} is not a token ID in 0..{self.vocab_size - 1}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS} ('causal': GPT; 'prefix': a prefix LM), "
+                             f"got {self.layout!r}")
 
     @property
     def d_head(self) -> int:
@@ -107,6 +137,31 @@ def forward_flops_per_token(config: GPTConfig, seq_len: int | None = None) -> in
     T = config.context_length if seq_len is None else seq_len
     d, m, L, V = config.d_model, config.mlp_ratio, config.n_layer, config.vocab_size
     return L * (2 * (4 + 2 * m) * d * d + 2 * d * (T + 1)) + 2 * d * V
+
+
+def grown(model: "GPT", context_length: int | None = None, layout: str | None = None) -> "GPT":
+    """A copy of ``model`` with a longer context and/or another attention layout, to train further.
+
+    Every weight is copied; the position table grows to ``context_length`` rows, the new rows
+    starting as copies of the last learned one (so on any sequence that fits the old context the
+    copy computes exactly what ``model`` computes, and continued training learns the new
+    positions). ``layout`` (default: the model's) only changes which positions attend to which.
+    """
+    old = model.config
+    context_length = old.context_length if context_length is None else context_length
+    if context_length < old.context_length:
+        raise ValueError(f"context_length={context_length} is shorter than the model's "
+                         f"{old.context_length}; a context can grow, not shrink")
+    config = GPTConfig(**{**old.to_dict(), "context_length": context_length,
+                          "layout": old.layout if layout is None else layout})
+    new = GPT(config)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    pos = state["pos_emb.weight"]
+    extra = pos[-1:].expand(context_length - old.context_length, -1)
+    state["pos_emb.weight"] = torch.cat([pos, extra], dim=0)
+    new.load_state_dict(state)
+    new.train(model.training)
+    return new
 
 
 @dataclass
@@ -292,18 +347,49 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         caches: list[LayerCache] | None = None,
         attn_mask: torch.Tensor | None = None,
+        prefix_lengths: torch.Tensor | Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Next-token logits: (batch, T) -> (batch, T, vocab_size).
 
         ``logits[b, t]`` scores the token that follows ``idx[b, :t + 1]``. ``caches`` (one
         :class:`LayerCache` per block, updated in place) continue a sequence whose first tokens were
-        already processed; positions then start after the cached ones.
+        already processed; positions then start after the cached ones. ``prefix_lengths``
+        ((batch,) ints) makes each row's first P tokens attend bidirectionally
+        (:func:`prefix_lm_mask`), as a prefix LM is trained; it replaces ``attn_mask``.
         """
+        if prefix_lengths is not None:
+            if caches:
+                raise ValueError("prefix_lengths is for whole sequences; with caches, run the prefix first")
+            attn_mask = prefix_lm_mask(prefix_lengths, idx.shape[1]).to(idx.device)
         start = caches[0].length if caches else 0
         x = self.embed(idx, start)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=attn_mask, cache=caches[i] if caches else None)
         return self.lm_head(self.ln_f(x))
+
+    @torch.no_grad()
+    def attention_weights(self, idx: torch.Tensor, prefix_lengths: torch.Tensor | Sequence[int] | None = None
+                          ) -> list[torch.Tensor]:
+        """Every layer's attention weights, for looking at: a list of n_layer (batch, n_head, T, T).
+
+        Entry [b, h, t, s] is how much head h of that layer mixes position s into position t
+        (rows sum to 1). Computed explicitly, the way :class:`CausalSelfAttention` does inside
+        PyTorch's fused kernel; ``prefix_lengths`` as in :meth:`forward`.
+        """
+        mask = None if prefix_lengths is None else prefix_lm_mask(prefix_lengths, idx.shape[1])
+        x = self.embed(idx)
+        T = idx.shape[1]
+        allowed = torch.ones(T, T, dtype=torch.bool).tril() if mask is None else mask
+        out = []
+        for block in self.blocks:
+            attn = block.attn
+            B, _, d = x.shape
+            q, k, _ = attn.qkv(block.ln_1(x)).split(d, dim=-1)
+            q, k = (t.view(B, T, attn.n_head, attn.d_head).transpose(1, 2) for t in (q, k))
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(attn.d_head)
+            out.append(torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1))
+            x = block(x, attn_mask=mask)
+        return out
 
     # ------------------------------------------------------------------ training
 
@@ -330,19 +416,26 @@ class GPT(nn.Module):
         logp = torch.log_softmax(self(idx).float(), dim=-1)
         return logp[:, :-1].gather(-1, idx[:, 1:, None]).squeeze(-1)
 
+    def _prompt_mask(self, T: int, device: torch.device) -> torch.Tensor | None:
+        """The mask a prompt of T tokens is read with: None (causal) or all True (prefix LM)."""
+        if self.config.layout == "prefix":
+            return torch.ones(T, T, dtype=torch.bool, device=device)
+        return None
+
     @torch.no_grad()
     def prefix_caches(self, prefix: Sequence[int] | torch.Tensor) -> tuple[list[LayerCache], torch.Tensor]:
         """Run a prefix once: (its per-layer key/value caches, the log-probabilities of the next token).
 
         ``prefix``: T int token IDs (one sequence). Returns ``(caches, next_logp)`` with
         ``next_logp`` of shape (vocab_size,). Reuse the caches to score or generate continuations
-        without recomputing the prefix.
+        without recomputing the prefix. A prefix-LM model (``layout="prefix"``) reads the prefix
+        bidirectionally.
         """
         idx = torch.as_tensor(prefix, dtype=torch.long, device=self.tok_emb.weight.device).view(1, -1)
         if idx.shape[1] == 0:
             raise ValueError("the prefix is empty; start it with the <bos> token")
         caches = [LayerCache() for _ in self.blocks]
-        logits = self(idx, caches=caches)
+        logits = self(idx, caches=caches, attn_mask=self._prompt_mask(idx.shape[1], idx.device))
         return caches, torch.log_softmax(logits[0, -1].float(), dim=-1)
 
     @torch.no_grad()
@@ -415,7 +508,8 @@ class GPT(nn.Module):
         likely tokens (all tokens when None); ``temperature=0`` picks the most likely token
         (greedy). Generation stops early once every row has produced ``stop_token``; later tokens
         of a finished row are ``stop_token`` too. Uses a key/value cache, so each new token costs
-        one position's worth of computation.
+        one position's worth of computation. A prefix-LM model reads the prompt bidirectionally
+        (rows of one batch should then have prompts of one length, without padding).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -431,7 +525,7 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         caches = [LayerCache() for _ in self.blocks]
-        logits = self(idx, caches=caches)[:, -1]
+        logits = self(idx, caches=caches, attn_mask=self._prompt_mask(idx.shape[1], idx.device))[:, -1]
         done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
         out = [idx]
         for step in range(max_new_tokens):

@@ -369,6 +369,22 @@ def mf_loss(
     return bpr_loss(pos, model.pair_scores(user_vecs[rows], negs))           # (p,) vs (p, k)
 
 
+def scores_per_epoch(examples: BasketExamples, config: MFConfig) -> int:
+    """How many item scores ``<p_u, q_i> + b_i`` one epoch of :func:`mf_loss` computes: the cost of a
+    loss that does not depend on the machine or its load.
+
+    ``"full"``: every item (and the padding column) for every example; ``"sampled"``: the shared
+    negatives for every example plus one score per positive; ``"bpr"``: one score per positive and
+    per drawn negative.
+    """
+    n_positives = int(examples.targets.nnz)
+    if config.loss == "full":
+        return len(examples) * (examples.n_items + 1)
+    if config.loss == "sampled":
+        return len(examples) * config.n_negatives + n_positives
+    return n_positives * (1 + config.bpr_negatives)
+
+
 # --------------------------------------------------------------------------------------------
 # training
 
