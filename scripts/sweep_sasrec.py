@@ -21,18 +21,15 @@ replaces the rows of the settings it ran and keeps the others.
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
+from sweep_common import cost_columns, parse_args, run_sweep
 
-from m6rec_lib.atomic import atomic_write_text
 from m6rec_lib.data import load_clean_lines, next_basket_split
-from m6rec_lib.metrics import paired_bootstrap, per_user_metrics
+from m6rec_lib.metrics import per_user_metrics
 from m6rec_lib.models.sasrec import default_configs, load_or_train_sasrec
 from m6rec_lib.pretraining import pick_precision
-from m6rec_lib.training import configure_threads
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_sasrec.csv"
 
@@ -56,66 +53,30 @@ SETTINGS: dict[str, tuple[str, dict, dict]] = {
 }
 
 
-def summarise(name: str, description: str, history: pd.DataFrame, train_config: dict, threads: int,
-              seconds: float, versus_course) -> dict:
-    """One row of the table: the setting's best epoch on validation, against the course's, and its cost."""
-    best = history.loc[history["NDCG@10"].idxmax()]
-    return {
-        "setting": name,
-        "description": description,
-        "validation NDCG@10 (new items)": round(float(best["NDCG@10"]), 4),
-        "validation Recall@10 (new items)": round(float(best["Recall@10"]), 4),
-        "minus the course's": round(versus_course.diff, 4),
-        "95% low": round(versus_course.low, 4),
-        "95% high": round(versus_course.high, 4),
-        "best epoch": int(best["epoch"]),
-        "epochs run": len(history),
-        "max epochs": int(train_config["epochs"]),
-        "seconds per epoch": round(float(history["seconds"].median()), 1),
-        "output layer": pick_precision(train_config.get("precision", "fp32")),   # what "auto" picks on this machine
-        "threads": threads,
-        "total seconds": round(seconds, 1),
-    }
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), help="run only these settings")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads (default: $M6REC_THREADS, else all cores, max 8)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the table to write (default: %(default)s)")
-    args = parser.parse_args()
-    threads = configure_threads(args.threads)
+    args = parse_args(__doc__, SETTINGS, RESULTS)
     lines, _ = load_clean_lines()
     split = next_basket_split(lines, seed=0)
     first_half = split.validation.part("first half")
     model_config, train_config = default_configs(False)
-    per_customer = {}
-    names = args.only or list(SETTINGS)
-    for name in ["course"] + [n for n in names if n != "course"]:      # the course's first: the reference
-        description, model_kw, train_kw = SETTINGS[name]
-        started = time.perf_counter()
+
+    def train_and_score(name: str, model_kw: dict, train_kw: dict):
         train = {**train_config, **train_kw}
         model, meta = load_or_train_sasrec(split, {**model_config, **model_kw}, train, progress=False)
-        seconds = time.perf_counter() - started
-        per_customer[name] = per_user_metrics(model.score(first_half), first_half, ks=(10,), exclude_seen=True)
-        if name not in names:
-            continue
-        versus = paired_bootstrap(per_customer[name], per_customer["course"], metric="NDCG@10", names=(name, "course"),
-                                  view="new items, first validation half")
-        row = summarise(name, description, pd.DataFrame(meta["history"]), train, threads, seconds, versus)
-        if abs(versus.a - row["validation NDCG@10 (new items)"]) > 1e-4:    # the weights kept are the best epoch's
-            raise RuntimeError(f"{name}: the kept weights score {versus.a:.4f} on the first half, "
-                               f"the history's best epoch {row['validation NDCG@10 (new items)']:.4f}")
-        table = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(columns=list(row))
-        table = pd.concat([table[table["setting"] != name], pd.DataFrame([row])], ignore_index=True)
-        table = table[list(row)]                                          # columns in the order of the row
-        table = table.set_index("setting").reindex([s for s in SETTINGS if s in set(table["setting"])]).reset_index()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, table.to_csv(index=False))
-        print(f"{name:>20}: validation NDCG@10 (new items) {row['validation NDCG@10 (new items)']:.4f} at epoch "
-              f"{row['best epoch']} of {row['epochs run']}; {versus} ({description})", flush=True)
-    print(f"written: {args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out.name}")
+        scores = per_user_metrics(model.score(first_half), first_half, ks=(10,), exclude_seen=True)
+        return scores, pd.DataFrame(meta["history"]), train
+
+    def row_for(name, description, history, train, threads, seconds, versus) -> dict:
+        best = history.loc[history["NDCG@10"].idxmax()]
+        return {"setting": name, "description": description,
+                "validation NDCG@10 (new items)": round(float(best["NDCG@10"]), 4),
+                "validation Recall@10 (new items)": round(float(best["Recall@10"]), 4),
+                "minus the course's": round(versus.diff, 4), "95% low": round(versus.low, 4),
+                "95% high": round(versus.high, 4),
+                **cost_columns(history, train, "NDCG@10", threads, seconds),
+                "output layer": pick_precision(train.get("precision", "fp32"))}   # what "auto" picks here
+
+    run_sweep(args, SETTINGS, train_and_score, "NDCG@10", row_for)
 
 
 if __name__ == "__main__":

@@ -21,18 +21,15 @@ replaces the rows of the settings it ran and keeps the others.
 
 from __future__ import annotations
 
-import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
+from sweep_common import cost_columns, parse_args, run_sweep
 
-from m6rec_lib.atomic import atomic_write_text
 from m6rec_lib.data import load_clean_lines, next_basket_split
-from m6rec_lib.metrics import paired_bootstrap, per_user_metrics
+from m6rec_lib.metrics import per_user_metrics
 from m6rec_lib.models.two_tower import default_configs, load_or_train_two_tower
 from m6rec_lib.pretraining import default_config, pretraining_tokenizer
-from m6rec_lib.training import configure_threads
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sweep_two_tower.csv"
 
@@ -55,66 +52,30 @@ SETTINGS: dict[str, tuple[str, dict, dict]] = {
 }
 
 
-def summarise(name: str, description: str, history: pd.DataFrame, train_config: dict, threads: int,
-              seconds: float, versus_course) -> dict:
-    """One row of the table: the setting's best epoch on validation, against the course's, and its cost."""
-    monitor = train_config.get("monitor", "Recall@100")
-    best = history.loc[history[monitor].idxmax()]
-    return {
-        "setting": name,
-        "description": description,
-        f"validation {monitor} (new items)": round(float(best[monitor]), 4),
-        "validation NDCG@10 (new items)": round(float(best["NDCG@10"]), 4),
-        "minus the course's": round(versus_course.diff, 4),
-        "95% low": round(versus_course.low, 4),
-        "95% high": round(versus_course.high, 4),
-        "best epoch": int(best["epoch"]),
-        "epochs run": len(history),
-        "max epochs": int(train_config["epochs"]),
-        "seconds per epoch": round(float(history["seconds"].median()), 1),
-        "threads": threads,
-        "total seconds": round(seconds, 1),
-    }
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), help="run only these settings")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch threads (default: $M6REC_THREADS, else all cores, max 8)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="the table to write (default: %(default)s)")
-    args = parser.parse_args()
-    threads = configure_threads(args.threads)
+    args = parse_args(__doc__, SETTINGS, RESULTS)
     lines, _ = load_clean_lines()
     split = next_basket_split(lines, seed=0)
     first_half = split.validation.part("first half")
     tokenizer = pretraining_tokenizer(default_config(False), lines=lines)
     model_config, train_config = default_configs(False)
-    per_customer = {}
-    names = args.only or list(SETTINGS)
-    for name in ["course"] + [n for n in names if n != "course"]:      # the course's first: the reference
-        description, model_kw, train_kw = SETTINGS[name]
-        started = time.perf_counter()
+
+    def train_and_score(name: str, model_kw: dict, train_kw: dict):
         train = {**train_config, **train_kw}
         model, meta = load_or_train_two_tower(split, tokenizer, {**model_config, **model_kw}, train, progress=False)
-        seconds = time.perf_counter() - started
-        per_customer[name] = per_user_metrics(model.score(first_half), first_half, ks=(10, 100), exclude_seen=True)
-        if name not in names:
-            continue
-        versus = paired_bootstrap(per_customer[name], per_customer["course"], metric="Recall@100", names=(name, "course"),
-                                  view="new items, first validation half")
-        row = summarise(name, description, pd.DataFrame(meta["history"]), train, threads, seconds, versus)
-        if abs(versus.a - row["validation Recall@100 (new items)"]) > 1e-4:    # the weights kept are the best epoch's
-            raise RuntimeError(f"{name}: the kept weights score {versus.a:.4f} on the first half, "
-                               f"the history's best epoch {row['validation Recall@100 (new items)']:.4f}")
-        table = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(columns=list(row))
-        table = pd.concat([table[table["setting"] != name], pd.DataFrame([row])], ignore_index=True)
-        table = table[list(row)]                                          # columns in the order of the row
-        table = table.set_index("setting").reindex([s for s in SETTINGS if s in set(table["setting"])]).reset_index()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, table.to_csv(index=False))
-        print(f"{name:>18}: {versus}", flush=True)
-    print(pd.read_csv(args.out).to_string(index=False))
+        scores = per_user_metrics(model.score(first_half), first_half, ks=(10, 100), exclude_seen=True)
+        return scores, pd.DataFrame(meta["history"]), train
+
+    def row_for(name, description, history, train, threads, seconds, versus) -> dict:
+        monitor = train.get("monitor", "Recall@100")
+        best = history.loc[history[monitor].idxmax()]
+        return {"setting": name, "description": description,
+                f"validation {monitor} (new items)": round(float(best[monitor]), 4),
+                "validation NDCG@10 (new items)": round(float(best["NDCG@10"]), 4),
+                "minus the course's": round(versus.diff, 4), "95% low": round(versus.low, 4),
+                "95% high": round(versus.high, 4), **cost_columns(history, train, monitor, threads, seconds)}
+
+    run_sweep(args, SETTINGS, train_and_score, "Recall@100", row_for)
 
 
 if __name__ == "__main__":
