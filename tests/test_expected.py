@@ -74,3 +74,21 @@ def test_only_a_complete_run_can_be_expected(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "EXPECTED_DIR", tmp_path)
     with pytest.raises(ValueError, match="failed notebooks"):
         ex.save_expected(_summary(status="failed"))
+
+
+def test_times_are_reported_not_checked(tmp_path, monkeypatch):
+    """A time (or a share of peak speed) and a comparison of times belong to the machine: never a problem."""
+    monkeypatch.setattr(ex, "EXPECTED_DIR", tmp_path)
+    timed = {"key": "int8 vs full | requests | ms saved per request", "name_a": "int8", "name_b": "full",
+             "metric": "ms saved per request", "view": "requests", "a": 40.0, "b": 42.0, "diff": 2.0,
+             "low": 1.0, "high": 3.0, "n_users": 34, "outcome": "a", "verdict": "int8 beats full"}
+    run = _summary(extra={"perf_fraction_of_peak": 0.23})
+    run["notebooks"][0]["comparisons"].append(timed)
+    ex.save_expected(run)
+    other = _summary(extra={"perf_fraction_of_peak": 0.17})
+    other["notebooks"][0]["comparisons"].append({**timed, "diff": -3.0, "low": -4.0, "high": -2.0, "outcome": "b",
+                                                 "verdict": "full beats int8"})
+    status = ex.compare(other, ex.load_expected("full")).set_index("name")["status"]
+    assert status["perf_fraction_of_peak"] == "timing"
+    assert status["[int8 vs full | requests | ms saved per request]"] == "timing"
+    assert set(status) <= {"ok", "timing"}
