@@ -47,7 +47,7 @@ from torch import nn
 
 from m6rec_lib.data.indexing import PAD_ID
 from m6rec_lib.data.sequences import pad_left
-from m6rec_lib.models.sasrec import CausalSelfAttentionBlock, attention_mask
+from m6rec_lib.models.sasrec import CausalSelfAttentionBlock, attention_mask, init_weights
 
 if TYPE_CHECKING:
     from m6rec_lib.data.evalset import EvalSet
@@ -415,17 +415,7 @@ class SemanticIdRecommender(nn.Module):
             CausalSelfAttentionBlock(c.d_model, c.n_heads, 4 * c.d_model, 0.0, 0.0)
             for _ in range(c.decoder_layers))
         self.decoder_norm = nn.LayerNorm(c.d_model)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+        self.apply(init_weights)
 
     @property
     def depth(self) -> int:

@@ -324,6 +324,17 @@ def attention_mask(inputs: torch.Tensor) -> torch.Tensor:
     return (causal & real_key) | itself                                  # (b, 1, L, L)
 
 
+def init_weights(module: nn.Module) -> None:
+    """GPT-style initialisation (``model.apply(init_weights)``): N(0, 0.02) weights, zero biases, zero padding row."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+
+
 class CausalSelfAttentionBlock(nn.Module):
     """Pre-norm transformer block: ``x + attn(LN(x))``, then ``x + ffn(LN(x))``.
 
@@ -379,17 +390,7 @@ class SASRec(nn.Module):
         self.output_embedding = None if c.tie_output else nn.Embedding(c.n_items + 1, c.d_model)
         self.output_bias = nn.Parameter(torch.zeros(c.n_items + 1)) if c.output_bias else None
         self.bag_embedding = nn.Embedding(c.n_items + 1, c.d_model, padding_idx=PAD_ID) if c.bag else None
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
+        self.apply(init_weights)
 
     # ---------------------------------------------------------------- forward pieces
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
