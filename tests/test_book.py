@@ -548,6 +548,10 @@ function visibleProseText() {
   return parts.join(' ');
 }
 (async () => {
+  while (!document.body || document.readyState !== 'complete') {
+    if (Date.now() - start > 30000) throw new Error('the page did not finish loading');
+    await timeout(50);
+  }
   const mathjax = await mathjaxReady();
   await imagesReady();
   const maths = [...document.querySelectorAll('span.math, div.math')];
@@ -574,13 +578,18 @@ def _site_pages(site: Path) -> list[str]:
     )
 
 
-def _open(driver, url: str) -> None:
-    """Load a page; the site's ``index.html`` redirects to the intro page, so follow it."""
+def _open(driver, url: str, root: bool = False) -> None:
+    """Load a page; the site's root ``index.html`` (``root=True``) redirects to the intro page, so follow it."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    if driver.execute_script("return document.querySelector('meta[http-equiv=refresh]') !== null"):
-        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/intro.html"))
+    redirects = root or driver.execute_script(
+        "return document.querySelector('meta[http-equiv=refresh]') !== null")
+    if redirects:
+        # the redirect may start before or after get() returns, and the address changes before the
+        # new page has a body: wait for the intro page itself, loaded
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/intro.html") and d.execute_script(
+            "return document.readyState === 'complete' && document.body !== null"))
 
 
 def _console_errors(driver) -> list[str]:
@@ -616,7 +625,7 @@ def _browse_site(driver, site: Path, label: str) -> None:
     math_pages = 0
     with _serve(site) as base:
         for page in pages:
-            _open(driver, base + page)
+            _open(driver, base + page, root=page == "index.html")
             report = driver.execute_async_script(_INSPECT_JS)
             assert "error" not in report, (page, report)
             if report["mathElements"]:
@@ -719,8 +728,9 @@ def test_browser_solutions_and_answers_are_hidden_until_clicked(browser, tiny_si
 
 def test_browser_opens_the_site_from_a_file(browser, tiny_site: Path):
     """A learner may double-click index.html: pages and equations work without a server too."""
-    _open(browser, (tiny_site / "index.html").as_uri())
+    _open(browser, (tiny_site / "index.html").as_uri(), root=True)
     report = browser.execute_async_script(_INSPECT_JS)
+    assert "error" not in report, report
     assert report["url"].endswith("/intro.html")
     browser.get((tiny_site / "notebooks" / "02_tiny_softmax.html").as_uri())
     report = browser.execute_async_script(_INSPECT_JS)
