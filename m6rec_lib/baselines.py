@@ -477,6 +477,14 @@ class EASE(Baseline):
 
 # ----------------------------------------------------------------------------------------- tune
 
+def grid_settings(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of ``grid`` (``{parameter: [values]}``) as keyword dicts, in grid order.
+
+    ``grid_settings({"k": [50, None], "alpha": [1.0]})`` -> ``[{"k": 50, "alpha": 1.0}, {"k": None, "alpha": 1.0}]``.
+    """
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
 def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]], train_matrix: sp.spmatrix,
          validation: EvalSet, metric: str = "NDCG@10", exclude_seen: bool = False,
          fit_kwargs: Mapping[str, Any] | None = None, ks: Sequence[int] = (10, 50),
@@ -497,11 +505,9 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
             ks = tuple(sorted(set(ks) | {int(metric.split("@")[1])}))
         except ValueError:
             raise ValueError(f"metric {metric!r} is not of the form 'NAME@K' (e.g. 'NDCG@10')") from None
-    names = list(grid)
+    settings = grid_settings(grid)
     rows, best, best_model = [], 0, None
-    combos = list(itertools.product(*(grid[n] for n in names)))
-    for i, values in enumerate(tqdm(combos, desc="tune", disable=not progress)):
-        params = dict(zip(names, values))
+    for i, params in enumerate(tqdm(settings, desc="tune", disable=not progress)):
         model = make_model(**params)
         model.fit(train_matrix, **(fit_kwargs or {}))
         result = evaluate(model.scorer(validation), validation, ks=ks, exclude_seen=exclude_seen)
@@ -512,8 +518,8 @@ def tune(make_model: Callable[..., Baseline], grid: Mapping[str, Sequence[Any]],
             best, best_model = i, model
     table = pd.DataFrame(rows)
     if return_model:
-        return dict(zip(names, combos[best])), table, best_model
-    return dict(zip(names, combos[best])), table
+        return settings[best], table, best_model
+    return settings[best], table
 
 
 # ------------------------------------------------------------------------ the course's baselines
@@ -554,8 +560,9 @@ def default_grids(smoke: bool = False, protocol: str = "next basket") -> dict[st
             "EASE": {"lam": [300.0, 1000.0]}, "BPR": {"lr": [0.01, 0.03], "dim": [64], "epochs": [5]}}
 
 
-_MAKERS: dict[str, Callable[..., Baseline]] = {"ItemKNN": ItemKNN, "Co-occurrence": CoOccurrence,
-                                                "iALS": IALS, "EASE": EASE}
+BASELINE_CLASSES: dict[str, type[Baseline]] = {"ItemKNN": ItemKNN, "Co-occurrence": CoOccurrence,
+                                               "iALS": IALS, "EASE": EASE}
+"""The tunable baselines by the names :func:`default_grids` uses."""
 
 
 def _bpr_models(split: Any, grid: Mapping[str, Sequence[Any]], validation: EvalSet, metric: str,
@@ -566,10 +573,8 @@ def _bpr_models(split: Any, grid: Mapping[str, Sequence[Any]], validation: EvalS
     from m6rec_lib.training import cached_artifact
 
     examples = None
-    names = list(grid)
     best, rows, best_model, best_params = None, [], None, None
-    for values in itertools.product(*(grid[n] for n in names)):
-        params = dict(zip(names, values))
+    for params in grid_settings(grid):
         config = MFConfig(loss="bpr", sampler="uniform", seed=seed, **params)
 
         def build(config=config):
@@ -598,7 +603,7 @@ def _fitted_state(name: str, model: Baseline) -> dict[str, np.ndarray]:
 
 
 def _restore(name: str, params: Mapping[str, Any], state: Mapping[str, Any]) -> Baseline:
-    model = _MAKERS[name](**params)
+    model = BASELINE_CLASSES[name](**params)
     if name == "iALS":
         model.item_factors_ = np.asarray(state["item_factors"])
         model.n_items_ = model.item_factors_.shape[0] - 1
@@ -618,24 +623,21 @@ def _tune_cached(name: str, grid: Mapping[str, Sequence[Any]], split: Any, valid
     from m6rec_lib.models.sasrec import split_fingerprint
     from m6rec_lib.training import cached_artifact
 
-    names = list(grid)
+    settings = grid_settings(grid)
     rows, best, best_model = [], 0, None
-    combos = list(itertools.product(*(grid[n] for n in names)))
-    for i, values in enumerate(combos):
-        params = dict(zip(names, values))
-        if name == "iALS":
-            params.setdefault("seed", seed)
+    for i, chosen in enumerate(settings):
+        params = {**chosen, "seed": seed} if name == "iALS" and "seed" not in chosen else chosen
         if name in ("iALS", "EASE"):
             key = {"params": params, "split": split_fingerprint(split)}
-            build = lambda params=params: _fitted_state(name, _MAKERS[name](**params).fit(split.train_matrix))
+            build = lambda params=params: _fitted_state(name, BASELINE_CLASSES[name](**params).fit(split.train_matrix))
             model = _restore(name, params, cached_artifact(f"baseline-{name.lower()}", key, build))
         else:
-            model = _MAKERS[name](**params).fit(split.train_matrix, train_sequences=split.train_sequences)
+            model = BASELINE_CLASSES[name](**params).fit(split.train_matrix, train_sequences=split.train_sequences)
         result = evaluate(model.scorer(validation), validation, ks=(k,), exclude_seen=exclude_seen)
         rows.append({**params, **result})
         if i == 0 or result[metric] > rows[best][metric]:      # the first one wins ties
             best, best_model = i, model
-    return {n: rows[best][n] for n in names}, pd.DataFrame(rows), best_model
+    return settings[best], pd.DataFrame(rows), best_model
 
 
 def tune_baselines(
@@ -663,9 +665,10 @@ def tune_baselines(
     model: the chosen setting, its validation ``metric``, how many settings were tried, the loss.
     """
     grids = default_grids(smoke) if grids is None else grids
-    unknown = set(grids) - set(_MAKERS) - {"BPR"}
+    unknown = set(grids) - set(BASELINE_CLASSES) - {"BPR"}
     if unknown:
-        raise ValueError(f"no baseline called {sorted(unknown)}; the grids may name {sorted(_MAKERS) + ['BPR']}")
+        raise ValueError(f"no baseline called {sorted(unknown)}; "
+                         f"the grids may name {sorted(BASELINE_CLASSES) + ['BPR']}")
     validation = split.validation.part("first half") if validation is None else validation
     k = int(metric.split("@")[1]) if "@" in metric else 10
     models: dict[str, Any] = {"MostPop": MostPop().fit(split.train_matrix),

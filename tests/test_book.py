@@ -548,10 +548,6 @@ function visibleProseText() {
   return parts.join(' ');
 }
 (async () => {
-  while (!document.body || document.readyState !== 'complete') {
-    if (Date.now() - start > 30000) throw new Error('the page did not finish loading');
-    await timeout(50);
-  }
   const mathjax = await mathjaxReady();
   await imagesReady();
   const maths = [...document.querySelectorAll('span.math, div.math')];
@@ -583,9 +579,7 @@ def _open(driver, url: str, root: bool = False) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    redirects = root or driver.execute_script(
-        "return document.querySelector('meta[http-equiv=refresh]') !== null")
-    if redirects:
+    if root:
         # the redirect may start before or after get() returns, and the address changes before the
         # new page has a body: wait for the intro page itself, loaded
         WebDriverWait(driver, 30).until(lambda d: d.current_url.endswith("/intro.html") and d.execute_script(
