@@ -579,17 +579,23 @@ def make_batches(
 # --------------------------------------------------------------------------- 5. training
 
 def pick_threads(probe_seconds: float = 0.15) -> int:
-    """Set and return the number of CPU threads that trains fastest *right now*.
+    """Set and return the number of CPU threads training uses.
 
-    ``$M6REC_THREADS`` wins when set. Otherwise a short probe times a training-sized matrix
-    product with one thread and with all the cores this process may use
-    (:func:`m6rec_lib.training.configure_threads`), and keeps the faster. On an idle laptop that
-    is all cores; on a machine shared with other busy programs one thread can be several times
-    faster, because threads that wait for each other at every operation lose their turn.
+    By default this is :func:`m6rec_lib.training.configure_threads`: ``$M6REC_THREADS`` when set,
+    else every core this process may use. The number is fixed on purpose: the thread count changes
+    the order in which a matrix product adds its terms, so a model trained with 1 thread differs
+    from one trained with 2 (in float32 in the last bits, in bfloat16 visibly), and over hundreds
+    of steps that grows into different recorded numbers. A fixed count makes the same machine give
+    the same numbers on every run.
+
+    ``M6REC_THREADS=auto`` asks for speed instead: a short probe times a training-sized matrix
+    product with one thread and with all cores and keeps the faster (on a machine shared with
+    other busy programs one thread can be several times faster). Results then depend on what else
+    the machine was doing when the probe ran.
     """
     import os
 
-    if os.environ.get("M6REC_THREADS", "").strip():
+    if os.environ.get("M6REC_THREADS", "").strip().lower() != "auto":
         return configure_threads()
     most = configure_threads()
     if most == 1:

@@ -88,17 +88,18 @@ def pick_device(prefer: str | torch.device | None = None) -> torch.device:
 def configure_threads(n: int | None = None) -> int:
     """Set how many CPU threads PyTorch uses for one operation; return the number set.
 
-    ``None`` means ``$M6REC_THREADS`` if set, else the cores this process may use (its CPU
+    ``None`` means ``$M6REC_THREADS`` if set to a number, else (unset, or ``auto``, which only
+    :func:`m6rec_lib.pretraining.pick_threads` reads) the cores this process may use (its CPU
     affinity), capped at 8: more threads than cores only adds contention, and on a shared
     machine the affinity is what we really have.
     """
     if n is None:
         env = os.environ.get("M6REC_THREADS", "").strip()
-        if env:
+        if env and env.lower() != "auto":
             try:
                 n = int(env)
             except ValueError:
-                raise ValueError(f"M6REC_THREADS={env!r} is not an integer") from None
+                raise ValueError(f"M6REC_THREADS={env!r} is neither a number of threads nor 'auto'") from None
         else:
             try:
                 available = len(os.sched_getaffinity(0))

@@ -49,6 +49,34 @@ def test_configure_threads(monkeypatch):
         assert 1 <= n <= 8
         with pytest.raises(ValueError):
             tr.configure_threads(0)
+        monkeypatch.setenv("M6REC_THREADS", "two")
+        with pytest.raises(ValueError, match="neither a number of threads nor 'auto'"):
+            tr.configure_threads()
+        monkeypatch.setenv("M6REC_THREADS", "auto")   # only pick_threads reads it; here: every core
+        assert tr.configure_threads() == n
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_pick_threads_is_fixed_unless_asked_to_probe(monkeypatch):
+    """The thread count decides the numbers (summation order), so training must not choose it by
+    timing the machine: by default it is every core, the same on every run; "auto" probes."""
+    from m6rec_lib import pretraining as pt
+
+    before = torch.get_num_threads()
+    probed = []
+    real_randn = torch.randn
+    monkeypatch.setattr(pt.torch, "randn", lambda *a, **k: probed.append(a) or real_randn(*a, **k))
+    try:
+        monkeypatch.delenv("M6REC_THREADS", raising=False)
+        assert pt.pick_threads() == tr.configure_threads() and not probed
+        monkeypatch.setenv("M6REC_THREADS", "1")
+        assert pt.pick_threads() == 1 and torch.get_num_threads() == 1 and not probed
+        monkeypatch.setenv("M6REC_THREADS", "auto")
+        n = pt.pick_threads(probe_seconds=0.01)
+        assert 1 <= n <= tr.configure_threads()
+        if tr.configure_threads() > 1:
+            assert probed   # the probe ran
     finally:
         torch.set_num_threads(before)
 
