@@ -141,8 +141,9 @@ def rerank(model: ad.AdaptedGPT, pretrained: "Pretrained", catalogue: "Catalogue
 
 @dataclass
 class WeightChoice:
-    """:func:`choose_weight`'s result: the ``weight`` chosen, the ``table`` (weight -> NDCG@10) and
-    ``best_nonzero``, the paired comparison of the re-ranker at its best non-zero weight with none."""
+    """:func:`choose_weight`'s result: the ``weight`` chosen (0 unless ``best_nonzero`` lies above 0),
+    the ``table`` (weight -> NDCG@10) and ``best_nonzero``, the paired comparison of the re-ranker at
+    its best non-zero weight with none."""
 
     weight: float
     table: pd.Series
@@ -152,8 +153,12 @@ class WeightChoice:
 def choose_weight(model: ad.AdaptedGPT, pretrained: "Pretrained", catalogue: "Catalogue", lines: pd.DataFrame,
                   customer_ids: Sequence[int], eval_set: "EvalSet", first_stage: np.ndarray, top_n: int,
                   weights: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0), seed: int = 0) -> WeightChoice:
-    """Choose the re-ranker's weight on ``eval_set`` (validation customers) by NDCG@10 on all items;
-    ``0`` (the first stage alone) is always a candidate. The pairs are scored once."""
+    """Choose the re-ranker's weight on ``eval_set`` (validation customers) by NDCG@10 on all items.
+
+    ``0`` (the first stage alone) is always a candidate, and it is kept unless the re-ranker *wins*
+    in the course's sense: its best non-zero weight beats ``0`` with a paired interval above 0. A
+    point-estimate lead inside the noise would add a language-model call per request for a gain
+    nobody measured (and flip from one training run to the next). The pairs are scored once."""
     from .metrics import evaluate, paired_bootstrap
 
     items = top_candidates(first_stage, top_n)
@@ -162,9 +167,10 @@ def choose_weight(model: ad.AdaptedGPT, pretrained: "Pretrained", catalogue: "Ca
     scored = {w: add_to_top(first_stage, items, logodds, w) for w in weights}
     table = pd.Series({w: evaluate(s, eval_set, ks=(10,))["NDCG@10"] for w, s in scored.items()},
                       name=f"{eval_set.name}: NDCG@10, all items").rename_axis("re-ranker weight")
-    chosen = float(table.idxmax())
     nonzero = table.drop(0.0)
-    best = float(nonzero.idxmax()) if len(nonzero) else 0.0
+    if not len(nonzero):
+        return WeightChoice(0.0, table, None)
+    best = float(nonzero.idxmax())
     diff = paired_bootstrap(scored[best], scored[0.0], eval_set, names=(f"blend + re-ranker x {best:g}", "blend"),
-                            view=eval_set.name, seed=seed) if len(nonzero) else None
-    return WeightChoice(chosen, table, diff)
+                            view=eval_set.name, seed=seed)
+    return WeightChoice(best if diff.outcome == "a" else 0.0, table, diff)

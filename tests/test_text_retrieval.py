@@ -108,3 +108,25 @@ def test_reranker_plumbing(world):
     for row in range(3):
         real = items[row][items[row] > 0]
         assert set(top[row][: len(real)]) == set(real)        # the top items stay on top, re-ordered
+
+
+def test_the_reranker_is_kept_only_when_it_wins_measurably(world, monkeypatch):
+    """``choose_weight`` keeps weight 0 unless the best non-zero weight beats it with an interval above 0."""
+    _, _, cat, _ = world
+    es = cat.test
+    rng = np.random.default_rng(3)
+    first = rng.random((len(es), cat.n_items + 1))
+    first[:, 0] = -np.inf
+    items = rr.top_candidates(first, 10)
+    knows = np.array([[float(i in set(t)) for i in row] for row, t in zip(items, es.targets)])   # 1 on a target
+    monkeypatch.setattr(rr, "candidate_pairs", lambda *args: None)
+
+    def choose(logodds):
+        monkeypatch.setattr(rr, "rerank_scores", lambda model, pairs, its: logodds)
+        return rr.choose_weight(None, None, cat, None, None, es, first, 10, seed=0)
+
+    informed = choose(knows)
+    assert informed.best_nonzero.outcome == "a" and informed.weight == informed.table.drop(0.0).idxmax() > 0
+    noise = choose(rng.random(items.shape))
+    assert noise.table.idxmax() > 0                      # a lead on the point estimate ...
+    assert noise.best_nonzero.outcome != "a" and noise.weight == 0.0    # ... is not a win
