@@ -192,6 +192,7 @@ def run_course(
     os.environ[SMOKE_ENV] = "1" if smoke else "0"  # kernels inherit it
 
     results: list[NotebookResult] = []
+    speed_before = machine_speed()
     t0 = time.perf_counter()
     bar = tqdm(notebooks, desc=f"course ({mode})", unit="notebook")
     for nb in bar:
@@ -200,7 +201,9 @@ def run_course(
         results.append(result)
         tqdm.write(f"{result.status:>6}  {result.seconds:7.1f} s  {nb.stem}" + (f"  ({result.error})" if result.error else ""))
     total = time.perf_counter() - t0
-    extra: dict = {"executed notebooks": _shown(nb_out)}
+    extra: dict = {"executed notebooks": _shown(nb_out),
+                   "machine speed (matmul GFLOP/s, float32, before / after the notebooks)":
+                       f"{speed_before} / {machine_speed()}"}
 
     book_ok = True
     published = [r.notebook for r in results if r.status == "ok"]
@@ -230,6 +233,18 @@ def run_course(
     if failed:
         print(f"FAILED notebooks: {failed}; open the executed copies in {nb_out} to see the error.", file=sys.stderr)
     return 1 if failed or not book_ok else 0
+
+
+def machine_speed() -> str:
+    """This machine's float32 matrix-multiplication speed now, with the threads the course trains with.
+
+    Recorded before and after the notebooks next to the wall times: a virtual machine's speed can
+    drift by half over an hour (its neighbours), and a time means little without it.
+    """
+    from .training import configure_threads, matmul_gflops
+
+    threads = configure_threads()
+    return f"{matmul_gflops(threads):.0f} ({threads} threads)"
 
 
 def build_site(nb_out: Path, published: list[str], site: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,9 @@ def test_failing_notebook_gives_non_zero_exit(tmp_path, monkeypatch):
     assert sections[1]["seconds"] >= 0.3 and sum(s["seconds"] for s in sections) <= by_name["01_fine"]["seconds"]
     assert by_name["00_broken"]["sections"][0]["title"].startswith("Set-up")  # the cells that ran, timed
     md = (out / "summary.md").read_text()
+    # the machine's speed before and after, so that the wall times can be read
+    speed = summary["machine speed (matmul GFLOP/s, float32, before / after the notebooks)"]
+    assert re.fullmatch(r"\d+ \(\d+ threads\) / \d+ \(\d+ threads\)", speed) and speed in md
     assert "| 01_fine | 1. Wait |" in md and "| 01_fine | Deep dive (optional): more |" in md
 
 
